@@ -1,0 +1,177 @@
+"""Run configuration: one YAML per base model in ``model_configs/``, strictly validated.
+
+A YAML holds the official recipe; ``profiles.<name>`` holds overrides (deep-merged) such as the
+CPU ``smoke`` profile. Unknown keys and bad values are rejected with the dotted key named.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import ConfigError
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSource(_Strict):
+    """Where the base policy comes from: ``embedded:smollm2-135m``, a hub id or a local path."""
+
+    source: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class SamplingConfig(_Strict):
+    k: int = Field(5, ge=2, description="responses sampled per prompt")
+    seeds: list[int] = [0, 50, 100, 150, 200]
+    temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_new_tokens: int = Field(2048, ge=1)
+    batch_size: int = Field(16, ge=1, description="prompts per generation batch")
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+
+    @model_validator(mode="after")
+    def _one_seed_per_sample(self) -> SamplingConfig:
+        if len(self.seeds) != self.k:
+            raise ValueError(f"seeds has {len(self.seeds)} entries but k = {self.k}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        return self
+
+
+class TrainingConfig(_Strict):
+    loss: Literal["sppo", "sppo_single", "sppo_hard", "sigmoid", "ipo"] = "sppo"
+    optimizer: Literal["rmsprop", "adamw"] = "rmsprop"
+    learning_rate: float = Field(5e-7, gt=0)
+    lr_scheduler: Literal["linear", "constant"] = "linear"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    beta: float = Field(0.001, gt=0)
+    global_batch_size: int = Field(64, ge=1)
+    per_device_batch_size: int = Field(8, ge=1)
+    max_length: int = Field(1024, ge=2)
+    max_prompt_length: int = Field(512, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    max_grad_norm: float | None = Field(None, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _lengths(self) -> TrainingConfig:
+        if self.max_prompt_length >= self.max_length:
+            raise ValueError("max_prompt_length must be smaller than max_length")
+        return self
+
+
+class PromptsConfig(_Strict):
+    """Prompt sources. ``iterations[t-1]`` feeds iteration t; ``heldout`` feeds evaluation."""
+
+    iterations: list[str] = Field(min_length=1)
+    heldout: str = "embedded"
+    per_iteration: int | None = Field(None, ge=1, description="cap on prompts per iteration")
+    heldout_size: int = Field(64, ge=1)
+
+
+class EvaluationConfig(_Strict):
+    benchmarks: list[str] = ["win_rate_vs_base"]
+
+
+class RunConfig(_Strict):
+    name: str
+    description: str = ""
+    model: ModelSource
+    sampling: SamplingConfig = SamplingConfig()
+    training: TrainingConfig = TrainingConfig()
+    prompts: PromptsConfig
+    evaluation: EvaluationConfig = EvaluationConfig()
+    ranker: str = "pairrm"
+    trainer: str = "native"
+    profile: str = "full"
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _SAFE_NAME.match(v):
+            raise ValueError(f"{v!r} is not a safe name (letters, digits, '.', '_', '-')")
+        return v
+
+    def prompt_source(self, iteration: int) -> str:
+        """Prompt source of iteration ``iteration`` (1-based)."""
+        if not 1 <= iteration <= len(self.prompts.iterations):
+            raise ConfigError(
+                f"prompts.iterations lists {len(self.prompts.iterations)} sources; iteration "
+                f"{iteration} has none (add one, or pass --prompts to split one source)"
+            )
+        return self.prompts.iterations[iteration - 1]
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{origin}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def resolve_config_path(base: str) -> Path:
+    """``base`` is a name in ``model_configs/`` or a path to a YAML file."""
+    path = Path(base)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    if not _SAFE_NAME.match(base):
+        raise ConfigError(f"--base {base!r} is not a model config name")
+    path = MODEL_CONFIG_DIR / f"{base}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"unknown base model {base!r}; known: {known} (or pass a YAML path)")
+    return path
+
+
+def load_config(
+    base: str, profile: str = "full", overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Load ``base`` (name or YAML path), apply ``profile`` then ``overrides``, and validate."""
+    path = resolve_config_path(base)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    profiles = raw.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: profiles: expected a mapping of profile name to overrides")
+    if profile != "full":
+        if profile not in profiles:
+            raise ConfigError(f"{path}: no profile {profile!r} (has: {', '.join(profiles)})")
+        raw = deep_merge(raw, profiles[profile] or {})
+    raw = deep_merge(raw, overrides or {})
+    raw["profile"] = profile
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, str(path))) from None

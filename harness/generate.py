@@ -1,0 +1,182 @@
+"""Generate stage: K seeded responses per prompt from the current policy.
+
+Backends share one interface, :class:`Generator`: ``transformers`` (CPU/GPU, batched with left
+padding) and ``vllm`` (GPU, used when vLLM is installed and CUDA is present). Prompts are
+formatted with the tokenizer's own chat template (``add_generation_prompt=True``); generation
+stops at EOS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+
+from harness.config import SamplingConfig
+from harness.prompts import Prompt
+
+# Seed of sample k in generation batch b: independent of every other batch, so a batch can be
+# regenerated alone and give the same text.
+SEED_STRIDE = 1_000_003
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings, recorded with every generation for provenance."""
+
+    seeds: tuple[int, ...]
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    do_sample: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: SamplingConfig) -> Sampling:
+        return cls(tuple(cfg.seeds), cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["seeds"] = list(self.seeds)
+        d["seed_rule"] = f"seed_k + {SEED_STRIDE} * batch_index"
+        return d
+
+
+@dataclass
+class Generation:
+    responses: list[str]
+    num_tokens: list[int]
+    finished: list[bool]  # True when the response ended with EOS, False when cut at the limit
+
+
+class Generator(Protocol):
+    name: str
+
+    def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[Generation]:
+        """One :class:`Generation` per prompt, holding ``len(sampling.seeds)`` responses."""
+        ...
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
+    """The prompt as the model sees it: its chat template with the assistant turn opened."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+class TransformersGenerator:
+    """``model.generate`` on batches of prompts sorted by length, left-padded."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int = 16,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.progress = progress
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[Generation]:
+        tok = self.tokenizer
+        texts = [chat_prompt(tok, p.prompt) for p in prompts]
+        encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        eos = eos_token_ids(self.model, tok)
+        k = len(sampling.seeds)
+        out: list[Generation | None] = [None] * len(prompts)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        bar = tqdm(total=len(batches) * k, desc="generate", unit="pass", disable=not self.progress)
+        self.model.eval()
+        for b, idx in enumerate(batches):
+            width = max(len(encoded[i]) for i in idx)
+            pad = tok.pad_token_id
+            ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx])
+            mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx])
+            ids, mask = ids.to(self.model.device), mask.to(self.model.device)
+            per_prompt: list[list[tuple[str, int, bool]]] = [[] for _ in idx]
+            for seed in sampling.seeds:
+                set_seed(seed + SEED_STRIDE * b)
+                seqs = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    do_sample=sampling.do_sample,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    top_k=0,
+                    max_new_tokens=sampling.max_new_tokens,
+                    eos_token_id=eos,
+                    pad_token_id=pad,
+                )
+                for row, new in enumerate(seqs[:, width:].tolist()):
+                    n, finished = len(new), False
+                    for j, t in enumerate(new):
+                        if t in eos:
+                            n, finished = j, True
+                            break
+                    text = tok.decode(new[:n], skip_special_tokens=True).strip()
+                    per_prompt[row].append((text, n, finished))
+                bar.update(1)
+            for row, i in enumerate(idx):
+                texts_, ns, fin = zip(*per_prompt[row], strict=True)
+                out[i] = Generation(list(texts_), list(ns), list(fin))
+        bar.close()
+        assert all(g is not None and len(g.responses) == k for g in out)
+        return out  # type: ignore[return-value]
+
+
+class VLLMGenerator:
+    """vLLM offline engine (GPU). One request per (prompt, seed), seeded per request."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, tokenizer: PreTrainedTokenizerBase, dtype: str) -> None:
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.llm = LLM(model=model_path, dtype=dtype, tensor_parallel_size=torch.cuda.device_count())
+
+    def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[Generation]:
+        from vllm import SamplingParams
+
+        texts = [chat_prompt(self.tokenizer, p.prompt) for p in prompts]
+        reqs, params = [], []
+        for t in texts:
+            for seed in sampling.seeds:
+                reqs.append(t)
+                params.append(SamplingParams(
+                    temperature=sampling.temperature, top_p=sampling.top_p, seed=seed,
+                    max_tokens=sampling.max_new_tokens,
+                ))
+        results = self.llm.generate(reqs, params)
+        k = len(sampling.seeds)
+        out = []
+        for i in range(len(prompts)):
+            outs = [r.outputs[0] for r in results[i * k : (i + 1) * k]]
+            out.append(Generation(
+                [o.text.strip() for o in outs],
+                [len(o.token_ids) for o in outs],
+                [o.finish_reason == "stop" for o in outs],
+            ))
+        return out
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None

@@ -1,0 +1,54 @@
+"""Summed log-probabilities of response tokens after a prefix: the quantity SPPO trains on."""
+
+from __future__ import annotations
+
+import torch
+
+
+def right_pad(prefixes: list[list[int]], responses: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``prefix + response`` rows with an attention mask and a response mask."""
+    width = max(len(p) + len(r) for p, r in zip(prefixes, responses, strict=True))
+    n = len(prefixes)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((n, width), dtype=torch.long)
+    resp = torch.zeros((n, width), dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prefixes, responses, strict=True)):
+        ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+        attn[i, : len(p) + len(r)] = 1
+        resp[i, len(p) : len(p) + len(r)] = 1
+    return {"input_ids": ids, "attention_mask": attn, "response_mask": resp}
+
+
+def sequence_logps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probabilities of the response tokens of each row, and their token counts."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = logits[:, :-1]
+    if logits.dtype in (torch.bfloat16, torch.float16):
+        logits = logits.float()
+    targets = batch["input_ids"][:, 1:]
+    mask = batch["response_mask"][:, 1:].to(logits.dtype)
+    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+@torch.inference_mode()
+def batched_logps(
+    model: torch.nn.Module,
+    prefixes: list[list[int]],
+    responses: list[list[int]],
+    pad_id: int,
+    batch_size: int = 16,
+) -> list[tuple[float, int]]:
+    """(sum log p(response | prefix), tokens) per row, batched by length to limit padding."""
+    order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]) + len(responses[i]))
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(prefixes)
+    device = next(model.parameters()).device
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        batch = right_pad([prefixes[i] for i in idx], [responses[i] for i in idx], pad_id)
+        logps, counts = sequence_logps(model, {k: v.to(device) for k, v in batch.items()})
+        for j, i in enumerate(idx):
+            out[i] = (float(logps[j]), int(counts[j]))
+    return out

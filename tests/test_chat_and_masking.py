@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness.artifacts import write_jsonl
+from harness.generate import chat_prompt
+from harness.logprobs import batched_logps, right_pad
+from trainers.data import collate, load_pairs
+
+
+def test_chat_prompt_is_the_tokenizers_template_with_generation_prompt(chat_tokenizer_dir: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(chat_tokenizer_dir)
+    text = chat_prompt(tok, "Is None a valid value?")
+    assert text == tok.apply_chat_template(
+        [{"role": "user", "content": "Is None a valid value?"}], tokenize=False,
+        add_generation_prompt=True)
+    # The official code split on the string "None", truncating such prompts; we must not.
+    assert "<|im_start|>user\nIs None a valid value?<|im_end|>\n" in text
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def _pairs_file(tmp_path: Path) -> Path:
+    rows = [{"prompt_id": f"p{i}", "prompt": f"Question number {i}?" * (i + 1),
+             "chosen": "A fine answer." * (i + 1), "rejected": "No.",
+             "chosen_probs": 0.7, "chosen_probs_win": 0.6, "chosen_probs_lose": 0.4}
+            for i in range(3)]
+    path = tmp_path / "preferences.jsonl"
+    write_jsonl(path, rows)
+    return path
+
+
+def test_prompt_masked_response_and_eos_scored(tmp_path: Path, chat_tokenizer_dir: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(chat_tokenizer_dir)
+    pairs = load_pairs(_pairs_file(tmp_path), tok, max_length=256, max_prompt_length=128)
+    batch = collate(pairs, tok.pad_token_id)
+    assert batch["input_ids"].shape[0] == 6  # chosen rows then rejected rows
+    for row, ex in enumerate(pairs + pairs):
+        resp = ex.chosen_ids if row < 3 else ex.rejected_ids
+        mask = batch["response_mask"][row].tolist()
+        ids = batch["input_ids"][row].tolist()
+        n_p = len(ex.prompt_ids)
+        assert mask[:n_p] == [0] * n_p  # prompt masked
+        assert mask[n_p : n_p + len(resp)] == [1] * len(resp)  # response scored
+        assert sum(mask) == len(resp)  # padding masked
+        assert ids[n_p + len(resp) - 1] == tok.eos_token_id  # EOS is part of the response
+        assert tok.decode(ids[:n_p]) == chat_prompt(tok, ex_prompt(tmp_path, ex.prompt_id))
+        assert batch["attention_mask"][row].sum() == n_p + len(resp)
+
+
+def ex_prompt(tmp_path: Path, pid: str) -> str:
+    i = int(pid[1:])
+    return f"Question number {i}?" * (i + 1)
+
+
+def test_batched_logps_equal_unpadded_per_row(tiny_model_dir: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
+    torch.manual_seed(0)
+    prefixes = [torch.randint(5, 1000, (n,)).tolist() for n in (3, 9, 5, 1)]
+    responses = [torch.randint(5, 1000, (n,)).tolist() for n in (4, 2, 7, 3)]
+    batched = batched_logps(model, prefixes, responses, pad_id=0, batch_size=3)
+    for (p, r), (got, count) in zip(zip(prefixes, responses, strict=True), batched, strict=True):
+        ids = torch.tensor([p + r])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0].double()
+        logp = torch.log_softmax(logits, -1)
+        want = sum(float(logp[len(p) + j - 1, tok]) for j, tok in enumerate(r))
+        assert count == len(r)
+        assert abs(got - want) < 1e-9
+
+
+def test_right_pad_layout() -> None:
+    b = right_pad([[1, 2], [3]], [[4], [5, 6, 7]], pad_id=0)
+    assert b["input_ids"].tolist() == [[1, 2, 4, 0], [3, 5, 6, 7]]
+    assert b["response_mask"].tolist() == [[0, 0, 1, 0], [0, 1, 1, 1]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]

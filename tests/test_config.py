@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from harness.config import MODEL_CONFIG_DIR, load_config
+from harness.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "mistral-7b", "llama-3-8b", "gemma-2-9b"])
+def test_shipped_configs_hold_the_official_recipe(name: str) -> None:
+    cfg = load_config(name)
+    assert cfg.sampling.k == 5 and cfg.sampling.seeds == [0, 50, 100, 150, 200]
+    assert (cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_new_tokens) == (0.7, 0.9, 2048)
+    t = cfg.training
+    assert (t.optimizer, t.learning_rate, t.lr_scheduler, t.warmup_ratio) == ("rmsprop", 5e-7, "linear", 0.1)
+    assert (t.beta, t.global_batch_size, t.max_length, t.max_prompt_length, t.epochs) == (
+        0.001, 64, 1024, 512, 1.0)
+    assert t.loss == "sppo" and t.dtype == "bfloat16"
+    assert len(cfg.prompts.iterations) == 3
+
+
+def test_hub_configs_use_the_three_ultrafeedback_splits() -> None:
+    cfg = load_config("mistral-7b")
+    assert cfg.model.source == "mistralai/Mistral-7B-Instruct-v0.2"
+    assert cfg.prompts.iterations == [
+        f"hf:UCLA-AGI/data-mistral-7b-instruct-sppo-iter{i}:prompt" for i in (1, 2, 3)]
+
+
+def test_smoke_profile_overrides_only_what_it_names() -> None:
+    full, smoke = load_config("smollm2-135m"), load_config("smollm2-135m", "smoke")
+    assert smoke.profile == "smoke" and full.profile == "full"
+    assert smoke.sampling.max_new_tokens < full.sampling.max_new_tokens
+    assert smoke.training.dtype == "float32" and smoke.sampling.dtype == "float32"
+    assert smoke.sampling.seeds == full.sampling.seeds
+    assert smoke.training.optimizer == full.training.optimizer
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = (MODEL_CONFIG_DIR / "smollm2-135m.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.replace("  learning_rate: 5.0e-7", "  lerning_rate: 5.0e-7"),
+         "training.lerning_rate: unknown key"),
+        (lambda s: s.replace("  beta: 0.001", "  beta: -1"), "training.beta"),
+        (lambda s: s.replace("  k: 5", "  k: 1"), "sampling.k"),
+        (lambda s: s.replace("  k: 5", "  k: 4"), "seeds has 5 entries but k = 4"),
+        (lambda s: s.replace("  loss: sppo", "  loss: magic"), "training.loss"),
+        (lambda s: s.replace("  epochs: 1", "  epochs: many"), "training.epochs"),
+        (lambda s: s + "\nbogus: 1\n", "bogus: unknown key"),
+        (lambda s: s.replace("name: smollm2-135m", "name: ../../etc"), "name"),
+        (lambda s: "model: [unclosed\n", "malformed YAML"),
+    ],
+)
+def test_bad_config_is_rejected_naming_the_key(tmp_path: Path, edit, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(str(_write(tmp_path, edit(BASE))))
+    assert message in str(err.value)
+    assert "cfg.yaml" in str(err.value)
+
+
+def test_unknown_base_and_profile() -> None:
+    with pytest.raises(ConfigError, match="unknown base model 'gpt-17'.*smollm2-135m"):
+        load_config("gpt-17")
+    with pytest.raises(ConfigError, match="no profile 'huge'"):
+        load_config("smollm2-135m", "huge")
+
+
+def test_iteration_without_prompt_source_fails_early() -> None:
+    cfg = load_config("mistral-7b")
+    assert cfg.prompt_source(3).endswith("iter3:prompt")
+    with pytest.raises(ConfigError, match="iteration 4 has none"):
+        cfg.prompt_source(4)

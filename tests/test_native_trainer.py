@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harness.artifacts import read_jsonl, write_jsonl
+from harness.config import TrainingConfig
+from trainers import TrainRequest, get_trainer
+
+ROWS = [
+    {"prompt_id": "a", "prompt": "Name a colour.", "chosen": "Blue is a colour.", "rejected": "Dog",
+     "chosen_probs": 0.9, "chosen_probs_win": 0.8, "chosen_probs_lose": 0.2},
+    {"prompt_id": "b", "prompt": "Add 2 and 3.", "chosen": "2 + 3 = 5", "rejected": "7, surely.",
+     "chosen_probs": 0.7, "chosen_probs_win": 0.65, "chosen_probs_lose": 0.35},
+    {"prompt_id": "c", "prompt": "Say hello politely.", "chosen": "Hello, nice to meet you!",
+     "rejected": "hi", "chosen_probs": 0.6, "chosen_probs_win": 0.55, "chosen_probs_lose": 0.45},
+]
+
+
+def _train(tmp_path: Path, model_dir: Path, name: str, **overrides):
+    prefs = tmp_path / "preferences.jsonl"
+    write_jsonl(prefs, ROWS)
+    cfg = TrainingConfig(**{"learning_rate": 1e-3, "global_batch_size": 3,
+                            "per_device_batch_size": 3, "max_length": 128,
+                            "max_prompt_length": 64, "dtype": "float32", "beta": 0.1,
+                            "epochs": 2, **overrides})
+    out = tmp_path / name
+    out.mkdir()
+    result = get_trainer("native").train(TrainRequest(
+        model_path=str(model_dir), reference_path=str(model_dir), preferences=prefs,
+        output_dir=out, log_path=tmp_path / f"{name}.jsonl", config=cfg, seed=7, progress=False))
+    return result, out, read_jsonl(tmp_path / f"{name}.jsonl")
+
+
+def test_first_step_loss_is_the_formula_at_zero_logratio(tmp_path: Path, tiny_model_dir: Path) -> None:
+    result, _, log = _train(tmp_path, tiny_model_dir, "run")
+    eta = 1 / 0.1
+    want = sum(0.5 * ((eta * (r["chosen_probs_win"] - 0.5)) ** 2
+                      + (eta * (r["chosen_probs_lose"] - 0.5)) ** 2) for r in ROWS) / len(ROWS)
+    assert log[0]["loss"] == pytest.approx(want, rel=1e-6)
+    assert log[0]["chosen_logratio"] == pytest.approx(0.0, abs=1e-4)
+    assert [r["step"] for r in log] == [1, 2] and result.steps == 2
+    assert {"step", "loss", "lr", "grad_norm", "chosen_logratio", "rejected_logratio"} <= set(log[0])
+    # SPPO pushes the chosen response up and the rejected one down against the reference.
+    assert result.logratios_after["chosen"] > 0 > result.logratios_after["rejected"]
+
+
+def test_training_is_deterministic_under_a_seed(tmp_path: Path, tiny_model_dir: Path) -> None:
+    r1, out1, _ = _train(tmp_path, tiny_model_dir, "one")
+    r2, out2, _ = _train(tmp_path, tiny_model_dir, "two")
+    assert r1.losses == r2.losses
+    w1, w2 = load_file(out1 / "model.safetensors"), load_file(out2 / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    before = load_file(tiny_model_dir / "model.safetensors")
+    assert any(not torch.equal(before[k], w1[k]) for k in w1)  # it did train
+
+
+def test_micro_batching_does_not_change_the_maths(tmp_path: Path, tiny_model_dir: Path) -> None:
+    full, _, _ = _train(tmp_path, tiny_model_dir, "full", per_device_batch_size=3)
+    micro, _, _ = _train(tmp_path, tiny_model_dir, "micro", per_device_batch_size=1)
+    assert micro.losses == pytest.approx(full.losses, rel=1e-5)
+
+
+def test_unknown_trainer_is_named() -> None:
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown trainer 'deepmagic'.*native"):
+        get_trainer("deepmagic")

@@ -1,0 +1,180 @@
+"""The SPPO loop end to end on a tiny random model: artifact contract, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import rank
+from harness.artifacts import read_json, read_jsonl
+from harness.config import load_config
+from harness.errors import RunStateError
+from harness.models import load_model, load_tokenizer
+from harness.pipeline import RunOptions, SPPORun
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    @rank.register("tiny-pmi")
+    def _tiny(device: str = "cpu", progress: bool = False, **_):
+        return rank.PMIRanker(load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir)),
+                              "tiny-pmi", progress=False)
+
+    cfg = {
+        "name": "tiny",
+        "model": {"source": str(tiny_model_dir)},
+        "sampling": {"k": 3, "seeds": [0, 50, 100], "max_new_tokens": 6, "batch_size": 4,
+                     "dtype": "float32"},
+        "training": {"learning_rate": 1e-3, "global_batch_size": 4, "per_device_batch_size": 2,
+                     "max_length": 256, "max_prompt_length": 192, "dtype": "float32"},
+        "prompts": {"iterations": ["embedded", "embedded"], "per_iteration": 5,
+                    "heldout_size": 4},
+        "ranker": "tiny-pmi",
+    }
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _run(config_path: Path, out: Path, resume: bool = False, iters: int = 2) -> SPPORun:
+    run = SPPORun(load_config(str(config_path)),
+                  RunOptions(iters=iters, out=out, resume=resume, progress=False))
+    run.run()
+    return run
+
+
+def _mtimes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")
+            if p.is_file() and p.name != "run.json"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny-sppo"
+    _run(tiny_config, out)
+    return out
+
+
+def test_artifact_contract(finished_run: Path) -> None:
+    root = finished_run
+    meta = read_json(root / "run.json")
+    assert meta["format"] == 1 and meta["config"]["name"] == "tiny"
+    assert {"torch", "transformers", "python"} <= set(meta["packages"])
+    assert meta["git_sha"]
+    stages = [f"iter-{t}/{s}" for t in (1, 2) for s in
+              ("generate", "rank", "probabilities", "train", "eval/win_rate_vs_base")]
+    assert all(meta["stages"][s]["state"] == "done" for s in stages)
+    train_prompts: list[set[str]] = []
+    for t in (1, 2):
+        d = root / f"iter-{t}"
+        gens = read_jsonl(d / "generations.jsonl")
+        assert len(gens) == 5
+        for g in gens:
+            assert {"prompt_id", "prompt", "responses", "generator", "sampling"} <= set(g)
+            assert len(g["responses"]) == 3 and g["sampling"]["seeds"] == [0, 50, 100]
+        scores = read_jsonl(d / "scores.jsonl")
+        assert [s["prompt_id"] for s in scores] == [g["prompt_id"] for g in gens]
+        assert all(len(s["scores"]) == 3 and s["ranker"] == "tiny-pmi" for s in scores)
+        prefs = read_jsonl(d / "preferences.jsonl")
+        for p, s, g in zip(prefs, scores, gens, strict=True):
+            assert {"prompt_id", "prompt", "chosen", "rejected", "chosen_probs",
+                    "chosen_probs_win", "chosen_probs_lose", "probability"} <= set(p)
+            best = max(range(3), key=lambda i: (s["scores"][i], -i))
+            assert p["chosen"] == g["responses"][best]
+            assert len(p["probability"]) == 3
+        ckpt = d / "checkpoint"
+        assert (ckpt / "model.safetensors").is_file() and (ckpt / "config.json").is_file()
+        assert (ckpt / "tokenizer_config.json").is_file()
+        log = read_jsonl(d / "train_log.jsonl")
+        assert len(log) == 2 and {"step", "loss", "lr", "grad_norm"} <= set(log[0])
+        res = read_json(d / "eval" / "win_rate_vs_base" / "results.json")
+        m, prov = res["metrics"], res["provenance"]
+        assert m["n_total"] == 4 and m["n_wins"] + m["n_losses"] + m["n_ties"] == 4
+        assert 0 <= m["win_rate"] <= 100 and m["standard_error"] >= 0
+        assert {"judge", "baseline", "n_examples", "decoding", "profile", "packages"} <= set(prov)
+        train_prompts.append({g["prompt_id"] for g in gens})
+    heldout = {r["prompt_id"] for r in
+               read_jsonl(root / "iter-0" / "eval" / "win_rate_vs_base" / "generations.jsonl")}
+    assert not train_prompts[0] & train_prompts[1]  # disjoint iterations
+    assert not (train_prompts[0] | train_prompts[1]) & heldout  # never train on held-out prompts
+    # iteration 2 samples from iteration 1's checkpoint
+    assert read_jsonl(root / "iter-2" / "generations.jsonl")[0]["generator"]["model"].endswith(
+        "iter-1/checkpoint")
+    table = (root / "leaderboard.md").read_text()
+    assert "SPPO Iter1" in table and "SPPO Iter2" in table and "tiny-pmi" in table
+    csv_lines = (root / "leaderboard.csv").read_text().splitlines()
+    assert len(csv_lines) == 4  # header, base, Iter1, Iter2
+    assert not list(root.rglob(".*tmp-*"))  # no temporary leftovers
+    assert not (root / ".lock").exists()
+
+
+def test_resume_of_finished_run_does_no_work(finished_run: Path, tiny_config: Path) -> None:
+    before = _mtimes(finished_run)
+    stages_before = read_json(finished_run / "run.json")["stages"]
+    _run(tiny_config, finished_run, resume=True)
+    after = _mtimes(finished_run)
+    changed = {k for k in before if before[k] != after.get(k)} - {"leaderboard.md", "leaderboard.csv"}
+    assert changed == set()
+    assert read_json(finished_run / "run.json")["stages"] == stages_before
+
+
+def test_interrupted_stage_is_redone_alone(finished_run: Path, tiny_config: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    meta = read_json(run_dir / "run.json")
+    # A crash inside iteration 2's rank stage: state "running", no committed artifact.
+    meta["stages"]["iter-2/rank"] = {"state": "running"}
+    for later in ("probabilities", "train", "eval/win_rate_vs_base"):
+        del meta["stages"][f"iter-2/{later}"]
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    (run_dir / "iter-2" / "scores.jsonl").unlink()
+    before = _mtimes(run_dir)
+    _run(tiny_config, run_dir, resume=True)
+    after = _mtimes(run_dir)
+    redone = {k for k in before if before[k] != after[k]}
+    assert "iter-2/generations.jsonl" not in redone and "iter-1/scores.jsonl" not in redone
+    assert not any(k.startswith("iter-1/") for k in redone)
+    # Deterministic stages reproduce the same bytes.
+    assert (run_dir / "iter-2" / "scores.jsonl").read_bytes() == (
+        finished_run / "iter-2" / "scores.jsonl").read_bytes()
+    assert (run_dir / "iter-2" / "preferences.jsonl").read_bytes() == (
+        finished_run / "iter-2" / "preferences.jsonl").read_bytes()
+
+
+def test_same_seed_same_generations(finished_run: Path, tiny_config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    _run(tiny_config, out, iters=1)
+    for name in ("generations.jsonl", "scores.jsonl", "preferences.jsonl"):
+        assert (out / "iter-1" / name).read_bytes() == (finished_run / "iter-1" / name).read_bytes()
+
+
+def test_existing_run_without_resume_and_changed_config_are_refused(
+    finished_run: Path, tiny_config: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(RunStateError, match="--resume"):
+        _run(tiny_config, finished_run)
+    changed = tmp_path / "changed.yaml"
+    cfg = yaml.safe_load(tiny_config.read_text())
+    cfg["training"]["learning_rate"] = 0.5
+    changed.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(RunStateError, match=r"training.learning_rate: 0.001 -> 0.5"):
+        _run(changed, finished_run, resume=True)
+
+
+def test_live_lock_is_refused_and_stale_lock_reported(finished_run: Path, tiny_config: Path) -> None:
+    lock = finished_run / ".lock"
+    lock.write_text(str(os.getpid()))
+    try:
+        with pytest.raises(RunStateError, match=f"in use by process {os.getpid()}"):
+            _run(tiny_config, finished_run, resume=True)
+        lock.write_text("999999999")
+        with pytest.raises(RunStateError, match="stale lock"):
+            _run(tiny_config, finished_run, resume=True)
+    finally:
+        lock.unlink()

@@ -1,0 +1,71 @@
+"""The trainer plug point: (policy, reference, preference pool, hyper-parameters) → checkpoint.
+
+A backend is a class with a ``name`` and ``train(request) -> TrainResult``, registered with
+:func:`register`. The harness only ever calls :func:`get_trainer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.config import TrainingConfig
+from harness.errors import ConfigError
+
+
+@dataclass
+class TrainRequest:
+    model_path: str  # π_{t-1}: the starting policy
+    reference_path: str  # π_ref; the same as model_path in SPPO (reference = previous iterate)
+    preferences: Path  # preferences.jsonl (DESIGN.md columns)
+    output_dir: Path  # the checkpoint goes here, in Hugging Face format
+    log_path: Path  # train_log.jsonl, one row per optimizer step
+    config: TrainingConfig
+    seed: int = 0
+    device: str = "cpu"
+    trust_remote_code: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    examples: int
+    tokens: int  # response + prompt tokens forwarded through the policy, all epochs
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    # Mean log π/π_ref of chosen and rejected responses over the pool, before and after training.
+    logratios_before: dict[str, float] = field(default_factory=dict)
+    logratios_after: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Trainer(Protocol):
+    name: str
+
+    def train(self, request: TrainRequest) -> TrainResult: ...
+
+
+_REGISTRY: dict[str, Callable[[], Trainer]] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    def deco(cls: type) -> type:
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def get_trainer(name: str) -> Trainer:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown trainer {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]()
+
+
+def available_trainers() -> list[str]:
+    return sorted(_REGISTRY)
