@@ -63,14 +63,12 @@ def read_json(path: Path) -> Any:
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL file; a bad line raises a DataError naming file and line number."""
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    with f:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
         lineno = 0
         try:
-            for lineno, line in enumerate(f, start=1):  # noqa: B007 (used in except)
+            for lineno, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
                 row = json.loads(line)

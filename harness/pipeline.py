@@ -19,7 +19,13 @@ from harness import distributed, evaluate, report
 from harness.artifacts import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 from harness.config import RunConfig
 from harness.errors import ConfigError, DataError, RunStateError
-from harness.generate import Generator, Sampling, TransformersGenerator, VLLMGenerator, vllm_available
+from harness.generate import (
+    Generator,
+    Sampling,
+    TransformersGenerator,
+    VLLMGenerator,
+    vllm_available,
+)
 from harness.models import load_model, load_tokenizer, resolve_source
 from harness.probabilities import preference_row
 from harness.prompts import Prompt, heldout_prompts, iteration_prompts

@@ -1,17 +1,16 @@
 """Rank stage: a ranker maps (prompt, K responses) to K scores, higher = better.
 
-Rankers are looked up by name (``--ranker``). This module ships the offline default that runs
-on a CPU without the hub; PairRM, reward models and LLM judges plug in through :func:`register`.
+Rankers are looked up by name (``--ranker``). This module ships two offline rankers built on the
+embedded SmolLM2-135M-Instruct; PairRM, reward models and LLM judges plug in through
+:func:`register`.
 
-``smollm-pmi``: the embedded SmolLM2-135M-Instruct scores a response by how much the
-instruction explains it, the pointwise mutual information
+``smollm-judge`` (the CPU default): the model reads the instruction and the response (cut to 384
+tokens) in :data:`JUDGE_TEMPLATE` and is asked whether the response is a helpful, correct and
+complete answer; score = log p("Yes") − log p("No") for its next token. Pointwise, so order-free.
 
-    score(x, y) = log p(y | chat(x)) − log p(y | chat(""))
-
-summed over the response tokens and EOS (``chat`` is the model's template with the assistant turn
-opened; the empty user turn is the unconditional reference). It rewards responses that are
-specific to the instruction and penalises generic text the model would write for any request.
-See the README for its measured agreement with GPT-4-Turbo and its biases.
+``smollm-pmi``: pointwise mutual information of response and instruction,
+log p(y | chat(x)) − log p(y | chat("")), summed over response tokens and EOS. Strongly
+length-biased (see the README's agreement table); kept for comparison.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+import torch
 from tqdm.auto import tqdm
 
 from harness.errors import ConfigError
@@ -50,7 +50,7 @@ def check_ranker(name: str) -> None:
     if name == "pairrm":
         raise ConfigError(
             "ranker 'pairrm' (llm-blender) is not available in this version of the harness; "
-            "use --ranker smollm-pmi"
+            "use --ranker smollm-judge"
         )
     if name not in _REGISTRY:
         raise ConfigError(f"unknown ranker {name!r}; available: {', '.join(sorted(_REGISTRY))}")
@@ -98,10 +98,80 @@ class PMIRanker:
         return out
 
 
-@register("smollm-pmi")
-def _smollm_pmi(device: str = "cpu", progress: bool = True, **_: object) -> Ranker:
-    from harness.models import load_model, load_tokenizer, resolve_source
+class YesNoJudgeRanker:
+    """A chat LM asked whether the response is a good answer; score = log p(Yes) − log p(No)."""
 
-    path = resolve_source("embedded:smollm2-135m")
-    return PMIRanker(load_model(path, "float32", device), load_tokenizer(path), "smollm-pmi",
-                     progress=progress)
+    def __init__(self, model, tokenizer, name: str, batch_size: int = 16,
+                 max_response_tokens: int = 384, progress: bool = True):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.batch_size = batch_size
+        self.max_response_tokens = max_response_tokens
+        self.progress = progress
+        ids = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in ("Yes", "No")]
+        if any(len(i) != 1 for i in ids):
+            raise ConfigError(f"{name}: 'Yes'/'No' are not single tokens for this tokenizer")
+        self.yes, self.no = ids[0][0], ids[1][0]
+
+    def judge_prompt(self, prompt: str, response: str) -> list[int]:
+        tok = self.tokenizer
+        cut = tok(response, add_special_tokens=False)["input_ids"][: self.max_response_tokens]
+        question = JUDGE_TEMPLATE.format(instruction=prompt, response=tok.decode(cut))
+        return tok(chat_prompt(tok, question), add_special_tokens=False)["input_ids"]
+
+    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        seqs = [self.judge_prompt(p, c) for p, cands in zip(prompts, candidates, strict=True)
+                for c in cands]
+        flat = last_token_logodds(self.model, seqs, self.yes, self.no, self.tokenizer.pad_token_id,
+                                  self.batch_size, self.progress, self.name)
+        out, i = [], 0
+        for cands in candidates:
+            out.append(flat[i : i + len(cands)])
+            i += len(cands)
+        return out
+
+
+JUDGE_TEMPLATE = (
+    "Instruction:\n{instruction}\n\nResponse:\n{response}\n\n"
+    "Is this response a helpful, correct and complete answer to the instruction? Answer Yes or No."
+)
+
+
+@torch.inference_mode()
+def last_token_logodds(model, seqs: list[list[int]], yes: int, no: int, pad_id: int,
+                       batch_size: int, progress: bool, desc: str) -> list[float]:
+    """log p(yes) − log p(no) for the token after each sequence (left-padded batches)."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = [0.0] * len(seqs)
+    device = next(model.parameters()).device
+    model.eval()
+    for s in tqdm(range(0, len(order), batch_size), desc=f"rank ({desc})", disable=not progress):
+        idx = order[s : s + batch_size]
+        width = max(len(seqs[i]) for i in idx)
+        ids = torch.tensor([[pad_id] * (width - len(seqs[i])) + seqs[i] for i in idx], device=device)
+        mask = torch.tensor([[0] * (width - len(seqs[i])) + [1] * len(seqs[i]) for i in idx],
+                            device=device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                       logits_to_keep=1).logits[:, -1]
+        logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
+        for j, i in enumerate(idx):
+            out[i] = float(logp[j, yes] - logp[j, no])
+    return out
+
+
+def _embedded_judge(factory):
+    def build(device: str = "cpu", progress: bool = True, **_: object) -> Ranker:
+        from harness.models import load_model, load_tokenizer, resolve_source
+
+        path = resolve_source("embedded:smollm2-135m")
+        return factory(load_model(path, "float32", device), load_tokenizer(path), progress=progress)
+
+    return build
+
+
+register("smollm-judge")(_embedded_judge(
+    lambda m, t, progress: YesNoJudgeRanker(m, t, "smollm-judge", progress=progress)))
+register("smollm-pmi")(_embedded_judge(
+    lambda m, t, progress: PMIRanker(m, t, "smollm-pmi", progress=progress)))

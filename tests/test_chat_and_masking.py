@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -74,3 +75,25 @@ def test_right_pad_layout() -> None:
     assert b["input_ids"].tolist() == [[1, 2, 4, 0], [3, 5, 6, 7]]
     assert b["response_mask"].tolist() == [[0, 0, 1, 0], [0, 1, 1, 1]]
     assert b["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+
+
+def test_yes_no_judge_batched_equals_one_by_one(tiny_model_dir: Path) -> None:
+    from harness.rank import YesNoJudgeRanker
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    judge = YesNoJudgeRanker(model, tok, "tiny-judge", batch_size=3, progress=False)
+    prompts = ["Name a fruit.", "What is 2 + 2? Explain briefly."]
+    cands = [["Apple.", "A banana is a fruit that is yellow.", ""], ["4", "Five, since 2 + 2 = 5."]]
+    batched = judge.score(prompts, cands)
+    for p, cs, got in zip(prompts, cands, batched, strict=True):
+        for c, g in zip(cs, got, strict=True):
+            ids = torch.tensor([judge.judge_prompt(p, c)])
+            with torch.no_grad():
+                logp = model(input_ids=ids).logits[0, -1].double().log_softmax(-1)
+            assert abs(g - float(logp[judge.yes] - logp[judge.no])) < 1e-9
+    # Pointwise: reordering candidates reorders the scores and changes nothing else.
+    swapped = judge.score(prompts, [list(reversed(c)) for c in cands])
+    for s, b in zip(swapped, batched, strict=True):
+        assert list(reversed(s)) == pytest.approx(b, abs=1e-9)
+    assert "Answer Yes or No." in tok.decode(judge.judge_prompt("x", "y"))

@@ -67,7 +67,7 @@ def test_bad_config_is_rejected_naming_the_key(tmp_path: Path, edit, message: st
 
 
 def test_unknown_base_and_profile() -> None:
-    with pytest.raises(ConfigError, match="unknown base model 'gpt-17'.*smollm2-135m"):
+    with pytest.raises(ConfigError, match=r"unknown base model 'gpt-17'.*smollm2-135m"):
         load_config("gpt-17")
     with pytest.raises(ConfigError, match="no profile 'huge'"):
         load_config("smollm2-135m", "huge")

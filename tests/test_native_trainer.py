@@ -66,5 +66,5 @@ def test_micro_batching_does_not_change_the_maths(tmp_path: Path, tiny_model_dir
 def test_unknown_trainer_is_named() -> None:
     from harness.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown trainer 'deepmagic'.*native"):
+    with pytest.raises(ConfigError, match=r"unknown trainer 'deepmagic'.*native"):
         get_trainer("deepmagic")

@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from harness.errors import HarnessError
+from harness.logprobs import sequence_logps
 from harness.models import DTYPES, load_model, load_tokenizer
 from trainers.base import TrainRequest, TrainResult, register
-from harness.logprobs import sequence_logps
 from trainers.data import PairExample, collate, load_pairs
 from trainers.losses import LENGTH_NORMALIZED, LOSSES, PreferenceBatch
 
@@ -106,7 +106,7 @@ class NativeTrainer:
 
         loss_fn = LOSSES[cfg.loss]
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(request.log_path, "w", encoding="utf-8")
+        log = request.log_path.open("w", encoding="utf-8")
         result = TrainResult(steps=steps, examples=n, tokens=0, seconds=0.0)
         start = time.perf_counter()
         model.train()
