@@ -65,6 +65,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.data_dir is not None:
         os.environ["SPPO_DATA_DIR"] = str(args.data_dir)
+    if args.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     overrides: dict = {}
     if args.prompts:
         overrides["prompts"] = {"iterations": [args.prompts] * max(args.iters, 1)}

@@ -13,7 +13,13 @@ from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+from transformers import (
+    LogitsProcessor,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TopPLogitsWarper,
+    set_seed,
+)
 
 from harness.config import SamplingConfig
 from harness.prompts import Prompt
@@ -74,6 +80,36 @@ def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) ->
     return ids
 
 
+class NucleusWarper(LogitsProcessor):
+    """Temperature then top-p filtering, equal to transformers' two warpers, but fast on CPU.
+
+    ``TopPLogitsWarper`` sorts the whole vocabulary at every step (a quarter of SmolLM2's CPU
+    generation time). Here only the ``probe`` most likely tokens are sorted (``topk``); when
+    they hold at least ``top_p`` of the mass in every row, the nucleus lies inside them and the
+    kept set is the same. Otherwise the batch falls back to ``TopPLogitsWarper``.
+    """
+
+    def __init__(self, temperature: float, top_p: float, probe: int = 256) -> None:
+        self.temperature = temperature
+        self.top_p = top_p
+        self.probe = probe
+        self.fallback = TopPLogitsWarper(top_p)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores / self.temperature
+        if self.top_p >= 1.0:
+            return scores
+        top = scores.topk(min(self.probe, scores.size(-1)), dim=-1).values  # descending
+        p = (top - scores.logsumexp(-1, keepdim=True)).exp()
+        mass_above = p.cumsum(-1) - p  # mass of the tokens ranked strictly higher
+        if bool((mass_above[:, -1] + p[:, -1] < self.top_p).any()):
+            return self.fallback(input_ids, scores)
+        # TopPLogitsWarper keeps a token iff the mass ranked above it is below top_p.
+        n_keep = (mass_above < self.top_p).sum(-1, keepdim=True).clamp(min=1)
+        threshold = top.gather(-1, n_keep - 1)
+        return scores.masked_fill(scores < threshold, -float("inf"))
+
+
 class TransformersGenerator:
     """``model.generate`` on batches of prompts sorted by length, left-padded."""
 
@@ -116,9 +152,11 @@ class TransformersGenerator:
                     input_ids=ids,
                     attention_mask=mask,
                     do_sample=sampling.do_sample,
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
+                    # temperature and top_p are applied by NucleusWarper
+                    temperature=1.0,
+                    top_p=1.0,
                     top_k=0,
+                    logits_processor=[NucleusWarper(sampling.temperature, sampling.top_p)],
                     max_new_tokens=sampling.max_new_tokens,
                     eos_token_id=eos,
                     pad_token_id=pad,

@@ -131,14 +131,13 @@ class SPPORun:
     def _get_ranker(self) -> Ranker:
         if self._ranker is None:
             self._ranker = get_ranker(self.config.ranker, device=self.opts.device,
-                                      progress=self.opts.progress)
+                                      dtype=self.config.sampling.dtype, progress=self.opts.progress)
         return self._ranker
 
     def _check_prompt_lengths(self, prompts: list[Prompt], path: str) -> None:
         from harness.generate import chat_prompt
 
-        _, tok = self._load_policy(path) if self.opts.generator != "vllm" else (
-            None, load_tokenizer(path, self.config.model.trust_remote_code))
+        tok = load_tokenizer(path, self.config.model.trust_remote_code)
         limit = self.config.training.max_prompt_length
         for p in prompts:
             n = len(tok(chat_prompt(tok, p.prompt), add_special_tokens=False)["input_ids"])
@@ -175,7 +174,7 @@ class SPPORun:
         write_jsonl(self.dir.scores(t), (
             {"prompt_id": r["prompt_id"], "scores": s, "ranker": ranker.name}
             for r, s in zip(rows, scores, strict=True)))
-        return {"ranker": ranker.name}
+        return {"ranker": ranker.name, "ranker_dtype": self.config.sampling.dtype}
 
     def _probabilities(self, t: int) -> dict[str, Any]:
         gens = read_jsonl(self.dir.generations(t))
@@ -208,6 +207,7 @@ class SPPORun:
                 progress=self.opts.progress,
             ))
         info = result.as_dict()
+        info["train_seconds"] = round(info.pop("seconds"), 2)
         info["trainer"] = trainer.name
         info["final_loss"] = result.losses[-1] if result.losses else None
         info["losses"] = [round(x, 6) for x in result.losses]
@@ -248,6 +248,7 @@ class SPPORun:
                 "iteration": t,
                 "baseline": f"base policy ({self.config.model.source})",
                 "judge": ranker.name,
+                "judge_dtype": self.config.sampling.dtype,
                 "n_examples": len(prompts),
                 "prompts": f"{self.config.prompts.heldout} (held out, last "
                            f"{self.config.prompts.heldout_size})",

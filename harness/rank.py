@@ -162,11 +162,12 @@ def last_token_logodds(model, seqs: list[list[int]], yes: int, no: int, pad_id: 
 
 
 def _embedded_judge(factory):
-    def build(device: str = "cpu", progress: bool = True, **_: object) -> Ranker:
+    def build(device: str = "cpu", dtype: str = "float32", progress: bool = True,
+              **_: object) -> Ranker:
         from harness.models import load_model, load_tokenizer, resolve_source
 
         path = resolve_source("embedded:smollm2-135m")
-        return factory(load_model(path, "float32", device), load_tokenizer(path), progress=progress)
+        return factory(load_model(path, dtype, device), load_tokenizer(path), progress=progress)
 
     return build
 

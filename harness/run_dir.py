@@ -102,8 +102,8 @@ class RunDir:
             stages[stage] = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000]}
             self.save()
             raise
-        stages[stage] = {"state": "done", "finished": _now(),
-                         "seconds": round(time.perf_counter() - start, 2), **info}
+        stages[stage] = {**info, "state": "done", "finished": _now(),
+                         "seconds": round(time.perf_counter() - start, 2)}
         self.save()
         return True
 
