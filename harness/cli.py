@@ -37,6 +37,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    choices=["sppo", "sppo_single", "sppo_hard", "sigmoid", "ipo"],
                    help="preference loss (default: the config's, sppo)")
     p.add_argument("--ranker", default=None, help="ranker (default: the config's)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="benchmarks on their first N instructions only (smoke runs; marked as such "
+                        "in provenance)")
     p.add_argument("--generator", default="auto", choices=["auto", "transformers", "vllm"],
                    help="generation backend; auto = vllm when installed with a GPU, else "
                         "transformers")
@@ -49,6 +52,42 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate one model (or re-score published judgments) on a benchmark",
+        description="Evaluate a checkpoint or hub model on a benchmark, outside any run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("benchmark", choices=["alpaca_eval"], help="benchmark to run")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="checkpoint directory, hub id, or embedded:smollm2-135m")
+    src.add_argument("--from-annotations", type=Path, metavar="FILE",
+                     help="re-score an alpaca_eval annotations.json (published ones included) "
+                          "without calling any judge")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--annotator", default="weighted_alpaca_eval_gpt4_turbo",
+                   help="alpaca_eval annotator config, or 'local' (in-process judge)")
+    p.add_argument("--judge", default="embedded:smollm2-135m",
+                   help="the model behind --annotator local")
+    p.add_argument("--limit", type=int, default=None, help="first N instructions only (smoke)")
+    p.add_argument("--name", default=None, help="model name in outputs (default: from --model)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: evals/<name>/alpaca_eval)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--max-new-tokens", type=int, default=2048)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--batch-size", type=int, default=16, help="generation batch size")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model's own code from the hub (off unless asked)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="local mirror of benchmark files (env SPPO_DATA_DIR)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness",
@@ -56,19 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
+    _add_eval(sub)
     return parser
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from harness.config import load_config
-    from harness.pipeline import RunOptions, SPPORun
-
+def _apply_common(args: argparse.Namespace) -> None:
+    """--data-dir and --no-progress, shared by every subcommand."""
     if args.data_dir is not None:
         os.environ["SPPO_DATA_DIR"] = str(args.data_dir)
     if args.no_progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+    from harness.pipeline import RunOptions, SPPORun
+
+    _apply_common(args)
     overrides: dict = {}
     if args.prompts:
         overrides["prompts"] = {"iterations": [args.prompts] * max(args.iters, 1)}
@@ -78,6 +123,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["ranker"] = args.ranker
     if args.loss:
         overrides["training"] = {"loss": args.loss}
+    if args.limit is not None:
+        overrides["evaluation"] = {"alpaca_eval": {"limit": args.limit}}
     config = load_config(args.base, args.profile, overrides)
     suffix = "" if args.profile == "full" else f"-{args.profile}"
     out = args.out or Path("runs") / f"{config.name}-sppo{suffix}"
@@ -90,11 +137,64 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_metrics(metrics: dict, as_json: bool) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps(metrics))
+        return
+    for k, v in metrics.items():
+        print(f"{k:28s} {v:.6g}" if isinstance(v, float) else f"{k:28s} {v}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from harness.artifacts import read_json
+    from harness.benchmarks import alpaca_eval
+
+    _apply_common(args)
+    if args.from_annotations:
+        files, reason = alpaca_eval.lc_files()
+        metrics = alpaca_eval.score(read_json(args.from_annotations), files, reason)
+        _print_metrics(metrics, args.json)
+        return 0
+    import torch
+
+    from harness.generate import Sampling, TransformersGenerator, VLLMGenerator, vllm_available
+    from harness.models import load_model, load_tokenizer, resolve_source
+    from harness.prompts import Prompt
+
+    alpaca_eval.check_annotator(args.annotator)
+    path = resolve_source(args.model)
+    name = args.name or Path(args.model.split(":")[-1]).name
+    out = args.out or Path("evals") / name / alpaca_eval.NAME
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sampling = Sampling((args.seed,), args.temperature, args.top_p, args.max_new_tokens)
+
+    def answer(instructions: list[str]) -> list[str]:
+        tok = load_tokenizer(path, args.trust_remote_code)
+        if vllm_available():
+            gen = VLLMGenerator(path, tok, args.dtype)
+        else:
+            model = load_model(path, args.dtype, device, args.trust_remote_code)
+            gen = TransformersGenerator(model, tok, args.batch_size, not args.no_progress)
+        prompts = [Prompt(f"alpaca_eval-{i:03d}", x) for i, x in enumerate(instructions)]
+        return [g.responses[0] for g in gen.generate(prompts, sampling)]
+
+    result = alpaca_eval.evaluate(name, path, answer, sampling.as_dict(), out,
+                                  annotator=args.annotator, limit=args.limit, judge=args.judge,
+                                  dtype=args.dtype)
+    _print_metrics(result["metrics"], args.json)
+    print(f"results: {out / 'results.json'}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "eval":
+            return _cmd_eval(args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

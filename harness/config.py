@@ -83,8 +83,27 @@ class PromptsConfig(_Strict):
     heldout_size: int = Field(64, ge=1)
 
 
+class DecodingOverride(_Strict):
+    """A benchmark's own decoding settings where they differ from ``sampling``."""
+
+    temperature: float | None = Field(None, gt=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+
+
+class AlpacaEvalConfig(_Strict):
+    annotator: str = Field(
+        "weighted_alpaca_eval_gpt4_turbo",
+        description="an alpaca_eval annotator config name (official: weighted_alpaca_eval_gpt4_turbo) "
+                    "or 'local' (the embedded model as judge, same prompt and parser)",
+    )
+    limit: int | None = Field(None, ge=1, description="first N instructions only (smoke runs)")
+    decoding: DecodingOverride = DecodingOverride()
+
+
 class EvaluationConfig(_Strict):
-    benchmarks: list[str] = ["win_rate_vs_base"]
+    benchmarks: list[Literal["win_rate_vs_base", "alpaca_eval"]] = ["win_rate_vs_base"]
+    alpaca_eval: AlpacaEvalConfig = AlpacaEvalConfig()
 
 
 class RunConfig(_Strict):

@@ -3,7 +3,8 @@
 The manifest (``resources/data_manifest.json``) names every official file by its relative path,
 with its source URL and sha256. One setting tells every component where a mirror lives: the
 ``--data-dir`` flag or the ``SPPO_DATA_DIR`` environment variable. Without a mirror, files are
-downloaded into ``$SPPO_CACHE_DIR/data`` once and verified on every use.
+downloaded into ``$SPPO_CACHE_DIR/data`` once and verified on every use; a file the mirror lacks
+is looked for there too.
 """
 
 from __future__ import annotations
@@ -60,18 +61,16 @@ def fetch(relpath: str) -> Path:
     if entry is None:
         raise DataError(f"{relpath}: not an official data file known to the harness")
     mirror = data_dir()
+    where = ""
     if mirror is not None:
-        path = mirror / relpath
-        if not path.is_file():
-            raise DataError(f"{path}: not in the data mirror {mirror} (SPPO_DATA_DIR / --data-dir)")
-        return _check(path, entry)
+        if (mirror / relpath).is_file():
+            return _check(mirror / relpath, entry)
+        where = f"not in the data mirror {mirror} (SPPO_DATA_DIR / --data-dir), "
     path = cache_dir() / "data" / relpath
     if path.is_file():
         return _check(path, entry)
     if not entry.get("url"):
-        raise DataError(
-            f"{relpath}: derived file with no public download; set SPPO_DATA_DIR to a mirror"
-        )
+        raise DataError(f"{relpath}: {where}and a derived file with no public download")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
@@ -81,7 +80,7 @@ def fetch(relpath: str) -> Path:
         _check(tmp, entry)
         os.replace(tmp, path)
     except OSError as exc:
-        raise DataError(f"{relpath}: download from {entry['url']} failed: {exc}") from exc
+        raise DataError(f"{relpath}: {where}download from {entry['url']} failed: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -1,8 +1,10 @@
-"""Summed log-probabilities of response tokens after a prefix: the quantity SPPO trains on."""
+"""Log-probabilities under a causal LM: summed over response tokens after a prefix (the quantity
+SPPO trains on), and of the next token after a prompt (the verdict of a log-probability judge)."""
 
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 
 def right_pad(prefixes: list[list[int]], responses: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -52,3 +54,43 @@ def batched_logps(
         for j, i in enumerate(idx):
             out[i] = (float(logps[j]), int(counts[j]))
     return out
+
+
+@torch.inference_mode()
+def next_token_logprobs(
+    model: torch.nn.Module,
+    seqs: list[list[int]],
+    pad_id: int,
+    token_ids: list[int],
+    top: int = 0,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "next token",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log p(next token) after each sequence, in left-padded batches sorted by length.
+
+    Returns ``[N, len(token_ids)]`` log-probs of ``token_ids``, and the ``top`` most likely next
+    tokens as ``[N, top]`` log-probs and ids.
+    """
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    chosen = torch.zeros(len(seqs), len(token_ids), dtype=torch.float64)
+    top_lp = torch.zeros(len(seqs), top, dtype=torch.float64)
+    top_ids = torch.zeros(len(seqs), top, dtype=torch.long)
+    device = next(model.parameters()).device
+    wanted = torch.tensor(token_ids, device=device)
+    model.eval()
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
+        idx = order[s : s + batch_size]
+        width = max(len(seqs[i]) for i in idx)
+        ids = torch.tensor([[pad_id] * (width - len(seqs[i])) + seqs[i] for i in idx], device=device)
+        mask = torch.tensor([[0] * (width - len(seqs[i])) + [1] * len(seqs[i]) for i in idx],
+                            device=device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                       logits_to_keep=1).logits[:, -1]
+        logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
+        chosen[idx] = logp[:, wanted].double().cpu()
+        if top:
+            v, i = logp.topk(top, dim=-1)
+            top_lp[idx], top_ids[idx] = v.double().cpu(), i.cpu()
+    return chosen, top_lp, top_ids

@@ -262,6 +262,34 @@ class SPPORun:
         write_json(out / "results.json", results)
         return {k: metrics[k] for k in ("win_rate", "standard_error")}
 
+    def _benchmark_decoding(self, override: Any) -> Sampling:
+        """One sample per instruction: the config's sampling unless the benchmark overrides it."""
+        s = self._eval_sampling()
+        changes = {k: v for k, v in override.model_dump().items() if v is not None}
+        return replace(s, **changes)
+
+    def _alpaca_eval(self, t: int) -> dict[str, Any]:
+        from harness.benchmarks import alpaca_eval
+
+        cfg = self.config.evaluation.alpaca_eval
+        sampling = self._benchmark_decoding(cfg.decoding)
+        path = self.policy_path(t)
+
+        def answer(instructions: list[str]) -> list[str]:
+            prompts = [Prompt(f"alpaca_eval-{i:03d}", x) for i, x in enumerate(instructions)]
+            return [g.responses[0] for g in self._generator(path).generate(prompts, sampling)]
+
+        name = f"{self.config.name}-sppo-iter{t}" if t else self.config.name
+        out = self.dir.eval_dir(t, alpaca_eval.NAME)
+        result = alpaca_eval.evaluate(
+            name, path, answer, sampling.as_dict(), out, annotator=cfg.annotator, limit=cfg.limit,
+            dtype=self.config.sampling.dtype,
+            provenance={"iteration": t, "profile": self.config.profile,
+                        "base_config": self.config.name, "git_sha": self.dir.meta.get("git_sha"),
+                        "packages": self.dir.meta.get("packages")})
+        m = result["metrics"]
+        return {k: m[k] for k in ("win_rate", "standard_error", "length_controlled_winrate")}
+
     # driver -----------------------------------------------------------------------------
     def run(self) -> Path:
         if self.opts.iters < 1:
@@ -270,12 +298,19 @@ class SPPORun:
             self.config.prompt_source(t)  # fail now, not after hours of work
         get_trainer(self.config.trainer)
         check_ranker(self.config.ranker)
+        if "alpaca_eval" in self.config.evaluation.benchmarks:
+            from harness.benchmarks import alpaca_eval
+
+            alpaca_eval.check_annotator(self.config.evaluation.alpaca_eval.annotator)
         self._open()
         with self.dir.lock():
             self.base_path = resolve_source(self.config.model.source)
             self.dir.meta["base_model_path"] = self.base_path
             self.dir.save()
             heldout = heldout_prompts(self.config)
+            benchmarks = self.config.evaluation.benchmarks
+            if "alpaca_eval" in benchmarks:
+                self._stage("iter-0", "eval/alpaca_eval", lambda: self._alpaca_eval(0))
             n = self.opts.iters
             for t in range(1, n + 1):
                 prompts = iteration_prompts(self.config, t)
@@ -285,19 +320,26 @@ class SPPORun:
                     ("rank", lambda t=t: self._rank(t)),
                     ("probabilities", lambda t=t: self._probabilities(t)),
                     ("train", lambda t=t: self._train(t)),
-                    (f"eval/{evaluate.BENCHMARK}", lambda t=t: self._evaluate(t, heldout)),
                 ]
+                if evaluate.BENCHMARK in benchmarks:
+                    steps.append((f"eval/{evaluate.BENCHMARK}",
+                                  lambda t=t: self._evaluate(t, heldout)))
+                if "alpaca_eval" in benchmarks:
+                    steps.append(("eval/alpaca_eval", lambda t=t: self._alpaca_eval(t)))
                 for name, fn in steps:
-                    stage = f"{tag}/{name}"
-                    if self.dir.done(stage):
-                        _say(f"[{tag}] {name}: done before, skipped")
-                        continue
-                    _say(f"[{tag}] {name} ...")
-                    self.dir.run_stage(stage, fn)
-                    _say(f"[{tag}] {name}: {self.dir.meta['stages'][stage]['seconds']} s")
+                    self._stage(tag, name, fn)
             table = report.write_leaderboard(self.dir)
         print(table)
         return self.dir.root
+
+    def _stage(self, tag: str, name: str, fn: Any) -> None:
+        stage = f"{tag}/{name}"
+        if self.dir.done(stage):
+            _say(f"[{tag}] {name}: done before, skipped")
+            return
+        _say(f"[{tag}] {name} ...")
+        self.dir.run_stage(stage, fn)
+        _say(f"[{tag}] {name}: {self.dir.meta['stages'][stage]['seconds']} s")
 
 
 def load_results(run: RunDir, t: int, benchmark: str) -> dict[str, Any] | None:

@@ -18,12 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-import torch
 from tqdm.auto import tqdm
 
 from harness.errors import ConfigError
 from harness.generate import chat_prompt
-from harness.logprobs import batched_logps
+from harness.logprobs import batched_logps, next_token_logprobs
 
 
 class Ranker(Protocol):
@@ -123,8 +122,10 @@ class YesNoJudgeRanker:
     def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
         seqs = [self.judge_prompt(p, c) for p, cands in zip(prompts, candidates, strict=True)
                 for c in cands]
-        flat = last_token_logodds(self.model, seqs, self.yes, self.no, self.tokenizer.pad_token_id,
-                                  self.batch_size, self.progress, self.name)
+        lp, _, _ = next_token_logprobs(self.model, seqs, self.tokenizer.pad_token_id,
+                                       [self.yes, self.no], batch_size=self.batch_size,
+                                       progress=self.progress, desc=f"rank ({self.name})")
+        flat = (lp[:, 0] - lp[:, 1]).tolist()
         out, i = [], 0
         for cands in candidates:
             out.append(flat[i : i + len(cands)])
@@ -136,29 +137,6 @@ JUDGE_TEMPLATE = (
     "Instruction:\n{instruction}\n\nResponse:\n{response}\n\n"
     "Is this response a helpful, correct and complete answer to the instruction? Answer Yes or No."
 )
-
-
-@torch.inference_mode()
-def last_token_logodds(model, seqs: list[list[int]], yes: int, no: int, pad_id: int,
-                       batch_size: int, progress: bool, desc: str) -> list[float]:
-    """log p(yes) − log p(no) for the token after each sequence (left-padded batches)."""
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    out = [0.0] * len(seqs)
-    device = next(model.parameters()).device
-    model.eval()
-    for s in tqdm(range(0, len(order), batch_size), desc=f"rank ({desc})", disable=not progress):
-        idx = order[s : s + batch_size]
-        width = max(len(seqs[i]) for i in idx)
-        ids = torch.tensor([[pad_id] * (width - len(seqs[i])) + seqs[i] for i in idx], device=device)
-        mask = torch.tensor([[0] * (width - len(seqs[i])) + [1] * len(seqs[i]) for i in idx],
-                            device=device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                       logits_to_keep=1).logits[:, -1]
-        logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
-        for j, i in enumerate(idx):
-            out[i] = float(logp[j, yes] - logp[j, no])
-    return out
 
 
 def _embedded_judge(factory):

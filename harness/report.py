@@ -37,7 +37,48 @@ def _row(run: RunDir, t: int) -> dict[str, Any]:
         m = read_json(path)["metrics"]
         row.update(win_rate_vs_base=m["win_rate"], win_rate_se=m["standard_error"],
                    mean_preference=m["mean_preference"], n=m["n_total"])
+    path = run.eval_dir(t, ALPACA_EVAL) / "results.json"
+    if path.exists():
+        m = read_json(path)["metrics"]
+        row.update({f"alpaca_eval_{k}": m.get(k) for k in ALPACA_EVAL_COLUMNS})
     return row
+
+
+ALPACA_EVAL = "alpaca_eval"
+ALPACA_EVAL_COLUMNS = ("win_rate", "standard_error", "length_controlled_winrate", "lc_standard_error",
+                       "n_total", "avg_length")
+
+
+def _alpaca_eval_table(run: RunDir, rows: list[dict[str, Any]]) -> list[str]:
+    """AlpacaEval 2.0 rows under one provenance; a run never mixes annotators or limits."""
+    have = [r for r in rows if r.get("alpaca_eval_n_total") is not None]
+    if not have:
+        return []
+    provs = [read_json(run.eval_dir(r["iteration"], ALPACA_EVAL) / "results.json")["provenance"]
+             for r in have]
+    key = ("annotator", "judge", "baseline", "n_examples", "decoding", "alpaca_eval")
+    lines = ["", "## AlpacaEval 2.0", "",
+             "| model | win rate (%) | ± SE | LC win rate (%) | ± SE | n | avg length (chars) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in have:
+        lines.append(
+            f"| {r['model']} | {_fmt(r['alpaca_eval_win_rate'])} | {_fmt(r['alpaca_eval_standard_error'])} "
+            f"| {_fmt(r['alpaca_eval_length_controlled_winrate'])} "
+            f"| {_fmt(r['alpaca_eval_lc_standard_error'])} | {r['alpaca_eval_n_total']} "
+            f"| {r['alpaca_eval_avg_length']} |")
+    p = provs[0]
+    if any({k: q.get(k) for k in key} != {k: p.get(k) for k in key} for q in provs):
+        lines.append("\n**Warning:** these rows were evaluated under different settings; see each "
+                     "iteration's eval/alpaca_eval/results.json before comparing them.")
+    limit = f", first {p['limit']} instructions only (not comparable with the full set)" if p.get(
+        "limit") else ""
+    lines += ["", f"AlpacaEval {p.get('alpaca_eval')} (alpaca-eval package); annotator {p['annotator']}; "
+                  f"judge `{p['judge']}`; baseline {p['baseline']}; n = {p['n_examples']}{limit}; "
+                  f"decoding {json.dumps(p['decoding'])}; profile `{p.get('profile')}`."]
+    m = read_json(run.eval_dir(have[0]["iteration"], ALPACA_EVAL) / "results.json")["metrics"]
+    if m.get("lc_unavailable"):
+        lines.append(f"LC unavailable: {m['lc_unavailable']}")
+    return lines
 
 
 def _fmt(v: Any, nd: int = 2) -> str:
@@ -63,7 +104,7 @@ def write_leaderboard(run: RunDir) -> str:
     rows = [_row(run, t) for t in iters]
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(run.root / "leaderboard.csv", buf.getvalue())
@@ -95,6 +136,7 @@ def write_leaderboard(run: RunDir) -> str:
             "its own training signal here: this column shows learning under the run's ranker, "
             "not quality as a human or GPT-4 would judge it.",
         ]
+    lines += _alpaca_eval_table(run, rows)
     gens = [run.generations(t) for t in iters if t > 0 and run.generations(t).exists()]
     if gens:
         cut = sum(not f for p in gens for r in read_jsonl(p) for f in r["finished"])

@@ -20,7 +20,21 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     dest.parent.mkdir(parents=True)
     shutil.copy(Path(source) / REL, dest)
     monkeypatch.setenv("SPPO_DATA_DIR", str(tmp_path / "mirror"))
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "mirror"
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """No network: every download attempt is recorded and fails."""
+    tried: list[str] = []
+
+    def refuse(url: str, timeout: float = 0) -> None:
+        tried.append(url)
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(datafiles.urllib.request, "urlopen", refuse)
+    return tried
 
 
 def test_manifest_lists_official_sources_with_checksums() -> None:
@@ -43,8 +57,22 @@ def test_checksum_mismatch_is_refused(mirror: Path) -> None:
         datafiles.fetch(REL)
 
 
-def test_missing_and_unknown_files_are_named(mirror: Path) -> None:
-    with pytest.raises(DataError, match=r"not in the data mirror"):
-        datafiles.fetch("arena_hard/arena-hard-v0.1/question.jsonl")
+def test_missing_and_unknown_files_are_named(mirror: Path, offline: list[str]) -> None:
+    rel = "arena_hard/arena-hard-v0.1/question.jsonl"
+    with pytest.raises(DataError, match=r"not in the data mirror .* download from https://raw\.githubusercontent"
+                                        r"\.com/lmarena/arena-hard-auto/.* failed: network unreachable"):
+        datafiles.fetch(rel)
+    assert offline == [datafiles.manifest()[rel]["url"]]
     with pytest.raises(DataError, match=r"not an official data file"):
         datafiles.fetch("mt_bench/../../etc/passwd")
+
+
+def test_file_missing_from_the_mirror_is_taken_from_the_cache(
+    mirror: Path, offline: list[str], tmp_path: Path
+) -> None:
+    (mirror / REL).rename(tmp_path / "moved")
+    (tmp_path / "cache" / "data" / "mt_bench").mkdir(parents=True)
+    cached = tmp_path / "cache" / "data" / REL
+    (tmp_path / "moved").rename(cached)
+    assert datafiles.fetch(REL) == cached
+    assert offline == []

@@ -26,11 +26,17 @@ def test_embedded_model_converts_to_a_trainable_checkpoint() -> None:
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
 
 
-def test_one_sppo_iteration_on_the_embedded_model(tmp_path: Path) -> None:
+def test_one_sppo_iteration_on_the_embedded_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import datafiles
+
+    # Hermetic: no download of the AlpacaEval length-control files, whatever the network.
+    monkeypatch.setattr(datafiles.urllib.request, "urlopen",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     cfg = load_config("smollm2-135m", "smoke", {
         "prompts": {"per_iteration": 4, "heldout_size": 4},
         "sampling": {"max_new_tokens": 16, "batch_size": 4},
         "training": {"per_device_batch_size": 4, "global_batch_size": 4, "epochs": 1},
+        "evaluation": {"alpaca_eval": {"limit": 2}},
     })
     out = tmp_path / "run"
     SPPORun(cfg, RunOptions(iters=1, out=out, progress=False)).run()
@@ -46,5 +52,14 @@ def test_one_sppo_iteration_on_the_embedded_model(tmp_path: Path) -> None:
     assert meta["stages"]["iter-1/train"]["state"] == "done"
     res = read_json(out / "iter-1" / "eval" / "win_rate_vs_base" / "results.json")
     assert res["metrics"]["n_total"] == 4 and res["provenance"]["profile"] == "smoke"
+    # AlpacaEval for the base and the checkpoint, judged locally with the official prompt/parser.
+    for t in (0, 1):
+        ae = read_json(out / f"iter-{t}" / "eval" / "alpaca_eval" / "results.json")
+        assert ae["metrics"]["n_total"] == 2 and ae["provenance"]["limit"] == 2
+        assert ae["provenance"]["judge"] == "local:embedded:smollm2-135m"
+        assert ae["metrics"]["length_controlled_winrate"] is None and ae["metrics"]["lc_unavailable"]
+        outputs = read_json(out / f"iter-{t}" / "eval" / "alpaca_eval" / "model_outputs.json")
+        assert [o["generator"] for o in outputs] == [["smollm2-135m", "smollm2-135m-sppo-iter1"][t]] * 2
+    assert "## AlpacaEval 2.0" in (out / "leaderboard.md").read_text()
     trained = load_model(str(out / "iter-1" / "checkpoint"))
     assert sum(p.numel() for p in trained.parameters()) == 134_515_008

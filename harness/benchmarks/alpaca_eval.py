@@ -1,0 +1,345 @@
+"""AlpacaEval 2.0 (length-controlled), computed by the ``alpaca-eval`` package itself.
+
+The checkpoint answers the 805 instructions (official order: the length-controlled GLM looks
+instruction difficulty up by position) with the decoding settings of its config; answers are
+written as alpaca_eval ``model_outputs.json``; alpaca_eval's ``PairwiseAnnotator`` judges them
+against the ``gpt4_1106_preview`` baseline; alpaca_eval's metrics give the win rate and the
+length-controlled win rate.
+
+Annotators: any alpaca_eval annotator config by name (official:
+``weighted_alpaca_eval_gpt4_turbo``, through alpaca_eval's own OpenAI client), or ``local``: the
+same config with its prompt and log-probability parser, answered by an in-process transformers
+judge (the embedded model by default) instead of GPT-4-Turbo. Local numbers measure the machinery,
+not quality, and carry the judge in their provenance.
+
+The length-controlled GLM needs two files that live only on the official hub dataset
+(``instruction_difficulty.csv``, ``df_gamed.csv``). They are fetched like every data file, with
+their sha256 checked; when they cannot be had, LC is reported as unavailable with the reason, and
+no other number is put under its name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import datafiles
+from harness.artifacts import write_json, write_text_atomic
+from harness.errors import ConfigError, DataError
+
+NAME = "alpaca_eval"
+VERSION = "2.0"
+EVAL_SET = "alpaca_eval/gpt4_1106_preview/model_outputs.json"
+BASELINE = "gpt4_1106_preview"
+OFFICIAL_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+LOCAL_ANNOTATOR = "local"
+LC_FILES = ("alpaca_eval/instruction_difficulty.csv", "alpaca_eval/df_gamed.csv")
+HUB_REPO = "tatsu-lab/alpaca_eval"
+METRIC_KEYS = ("win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
+               "discrete_win_rate", "avg_length", "length_controlled_winrate", "lc_standard_error")
+
+
+def _alpaca_eval():
+    """The alpaca_eval package, imported quietly (it warns about pkg_resources on import)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import alpaca_eval
+            import alpaca_eval.annotators
+            import alpaca_eval.metrics
+            import alpaca_eval.metrics.glm_winrate
+            import alpaca_eval.utils
+    except ImportError as exc:
+        raise ConfigError(
+            "AlpacaEval needs the alpaca-eval package (and setuptools<81): "
+            "pip install 'sppo-harness[alpaca-eval]'"
+        ) from exc
+    return alpaca_eval
+
+
+def package_version() -> str:
+    from importlib.metadata import version
+
+    return version("alpaca-eval")
+
+
+# data ---------------------------------------------------------------------------------------
+def eval_set(limit: int | None = None) -> list[dict[str, Any]]:
+    """The AlpacaEval 2.0 instructions with the baseline's outputs, in the official order."""
+    rows = json.loads(datafiles.fetch(EVAL_SET).read_text(encoding="utf-8"))
+    return rows[:limit] if limit else rows
+
+
+def lc_files() -> tuple[dict[str, Path] | None, str | None]:
+    """The two hub files of the LC GLM (verified), or None and why they could not be had."""
+    try:
+        return {Path(rel).name: datafiles.fetch(rel) for rel in LC_FILES}, None
+    except DataError as exc:
+        return None, str(exc)
+
+
+@contextlib.contextmanager
+def _hub_files(files: dict[str, Path]) -> Iterator[None]:
+    """Serve alpaca_eval's hub downloads of the LC files from verified local copies."""
+    glm = _alpaca_eval().metrics.glm_winrate
+
+    def local(repo_id: str, filename: str, **_: Any) -> str:
+        if repo_id != HUB_REPO or filename not in files:
+            raise DataError(f"alpaca_eval asked for {repo_id}:{filename}, which the harness does not hold")
+        return str(files[filename])
+
+    original = glm.hf_hub_download
+    glm.hf_hub_download = local
+    try:
+        yield
+    finally:
+        glm.hf_hub_download = original
+
+
+# metrics ------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def score(
+    annotations: Sequence[dict[str, Any]],
+    lc: dict[str, Path] | None = None,
+    lc_unavailable: str | None = None,
+) -> dict[str, Any]:
+    """The leaderboard metrics of alpaca_eval annotations (``output_2`` = the model).
+
+    Rows are placed at their instruction's position in the official set, which the LC GLM
+    relies on. With ``lc`` (paths of the two hub files) the length-controlled win rate is
+    computed by alpaca_eval's GLM; without it, it is None and ``lc_unavailable`` says why.
+    """
+    import pandas as pd
+
+    ae = _alpaca_eval()
+    df = pd.DataFrame(list(annotations))
+    missing = {"instruction", "output_1", "output_2", "preference", "generator_1", "generator_2"} - set(df)
+    if missing:
+        raise DataError(f"annotations lack the columns {sorted(missing)}")
+    if df["generator_2"].nunique() != 1 or df["generator_1"].nunique() != 1:
+        raise DataError("annotations must compare one model (generator_2) with one baseline (generator_1)")
+    position = {r["instruction"]: i for i, r in enumerate(eval_set())}
+    unknown = [i for i in df["instruction"] if i not in position]
+    if unknown:
+        raise DataError(f"{len(unknown)} annotated instructions are not in AlpacaEval 2.0, e.g. "
+                        f"{unknown[0][:80]!r}")
+    df.index = [position[i] for i in df["instruction"]]
+    df["preference"] = df["preference"].astype(float)
+    metrics = {k: _plain(v) for k, v in ae.metrics.get_winrate(df).items()}
+    metrics["avg_length"] = int(df["output_2"].str.len().mean())
+    metrics["length_controlled_winrate"] = None
+    metrics["lc_standard_error"] = None
+    if lc is None:
+        metrics["lc_unavailable"] = lc_unavailable or "length-control files not provided"
+        return metrics
+    with _hub_files(lc), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = ae.metrics.get_length_controlled_winrate(
+            df, save_weights_dir=None, is_add_glm_preference_inplace=False,
+            is_warn_extreme_changes=False)
+    metrics["length_controlled_winrate"] = _plain(out["length_controlled_winrate"])
+    metrics["lc_standard_error"] = _plain(out["lc_standard_error"])
+    return metrics
+
+
+# annotation ---------------------------------------------------------------------------------
+def local_completions(prompts: Sequence[str], judge: str, dtype: str = "bfloat16",
+                      **_: Any) -> dict[str, list]:
+    """alpaca_eval ``fn_completions`` answered by a local judge, in OpenAI's logprob format.
+
+    The log-probabilities of both verdict tokens are always returned (an API returns only its
+    top 5), so the parser never sees a missing verdict.
+    """
+    from harness.judges.local import get_local_judge
+
+    chatml = _alpaca_eval().utils.prompt_to_chatml
+    local = get_local_judge(judge, dtype)
+    start = time.perf_counter()
+    verdicts = local.verdicts([chatml(p) for p in prompts], ["m", "M"], top=5)
+    per_example = (time.perf_counter() - start) / max(len(prompts), 1)
+    completions = []
+    for v in verdicts:
+        best = max(v.verdict_logprobs, key=v.verdict_logprobs.__getitem__)
+        top = [{"token": t, "logprob": lp} for t, lp in v.top_logprobs]
+        top += [{"token": t, "logprob": lp} for t, lp in v.verdict_logprobs.items()
+                if t not in {x["token"] for x in top}]
+        completions.append({
+            "text": best, "total_tokens": v.prompt_tokens + 1,
+            "logprobs": {"content": [{"token": best, "logprob": v.verdict_logprobs[best],
+                                      "top_logprobs": top}]},
+        })
+    n = len(completions)
+    return {"completions": [c["text"] for c in completions], "price_per_example": [0.0] * n,
+            "time_per_example": [per_example] * n, "completions_all": completions}
+
+
+def _local_annotator_config(out_dir: Path, judge: str) -> tuple[Path, str]:
+    """The official annotator config with its completion function swapped for the local judge."""
+    ae_dir = Path(_alpaca_eval().__file__).parent / "evaluators_configs"
+    official = yaml.safe_load((ae_dir / OFFICIAL_ANNOTATOR / "configs.yaml").read_text())
+    cfg = dict(official[OFFICIAL_ANNOTATOR])
+    cfg.pop("fn_completions")
+    cfg["prompt_template"] = str(ae_dir / cfg["prompt_template"])
+    cfg["completions_kwargs"] = {"judge": judge}
+    name = f"{OFFICIAL_ANNOTATOR}_local_judge"
+    path = out_dir / "annotator" / name / "configs.yaml"
+    write_text_atomic(path, "# written by sppo-harness: the official annotator with a local judge\n"
+               + yaml.safe_dump({name: cfg}, sort_keys=False))
+    return path.parent, name
+
+
+def annotate(model_outputs: list[dict], baseline_outputs: list[dict], annotator: str,
+             out_dir: Path, judge: str = "embedded:smollm2-135m") -> list[dict]:
+    """alpaca_eval's pairwise annotations (baseline = output_1), cached in ``out_dir``."""
+    ae = _alpaca_eval()
+    kwargs: dict[str, Any] = {}
+    if annotator == LOCAL_ANNOTATOR:
+        config, _ = _local_annotator_config(out_dir, judge)
+        kwargs["fn_completions"] = local_completions
+    else:
+        config = annotator
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        annotator_ = ae.annotators.PairwiseAnnotator(
+            annotators_config=config, caching_path=out_dir / "annotations_cache.json", **kwargs)
+        rows = annotator_.annotate_head2head(outputs_1=baseline_outputs, outputs_2=model_outputs,
+                                             is_ordered=True)
+    return [{k: _plain(v) for k, v in r.items()} for r in rows]
+
+
+def check_annotator(annotator: str) -> None:
+    """Fail before any work when the annotator cannot run (unknown, or no API credentials)."""
+    import os
+
+    if annotator == LOCAL_ANNOTATOR:
+        return
+    ae_dir = Path(_alpaca_eval().__file__).parent / "evaluators_configs"
+    if not (ae_dir / annotator / "configs.yaml").exists():
+        raise ConfigError(f"evaluation.alpaca_eval.annotator: {annotator!r} is neither 'local' nor an "
+                          "alpaca_eval annotator config")
+    if not (os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_CLIENT_CONFIG_PATH")):
+        raise ConfigError(
+            f"AlpacaEval annotator {annotator!r} calls an OpenAI-compatible API: set OPENAI_API_KEY "
+            "(or OPENAI_CLIENT_CONFIG_PATH for another endpoint, see alpaca_eval's client configs), "
+            "or use annotator 'local'"
+        )
+
+
+def annotator_provenance(annotator: str, judge: str) -> dict[str, Any]:
+    if annotator == LOCAL_ANNOTATOR:
+        return {"annotator": f"{OFFICIAL_ANNOTATOR} prompt and parser, local judge",
+                "judge": f"local:{judge}"}
+    ae_dir = Path(_alpaca_eval().__file__).parent / "evaluators_configs"
+    path = ae_dir / annotator / "configs.yaml"
+    model = None
+    if path.exists():
+        cfg = next(iter(yaml.safe_load(path.read_text()).values()))
+        model = cfg.get("completions_kwargs", {}).get("model_name")
+    return {"annotator": annotator, "judge": model}
+
+
+# model-card config --------------------------------------------------------------------------
+def write_model_config(directory: Path, name: str, model_path: str, tokenizer: Any,
+                       decoding: dict[str, Any], dtype: str) -> Path:
+    """alpaca_eval ``models_configs/<name>/`` (configs.yaml + prompt.txt) for a checkpoint."""
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "{instruction}"}], tokenize=False, add_generation_prompt=True)
+    folder = directory / "models_configs" / name
+    write_text_atomic(folder / "prompt.txt", prompt)
+    config = {name: {
+        "prompt_template": f"{name}/prompt.txt",
+        "fn_completions": "vllm_local_completions",
+        "completions_kwargs": {
+            "model_name": model_path,
+            "model_kwargs": {"dtype": dtype},
+            "max_new_tokens": decoding["max_new_tokens"],
+            "temperature": decoding["temperature"],
+            "top_p": decoding["top_p"],
+        },
+        "pretty_name": name,
+    }}
+    write_text_atomic(folder / "configs.yaml", yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def results_record(metrics: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    return {"benchmark": NAME, "version": VERSION, "metrics": metrics, "provenance": provenance}
+
+
+def write_results(path: Path, metrics: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    record = results_record(metrics, provenance)
+    write_json(path, record)
+    return record
+
+
+def _saved_annotations(path: Path, outputs: list[dict]) -> list[dict] | None:
+    """Annotations written by an earlier call for exactly these outputs, else None."""
+    from harness.artifacts import read_json
+
+    if not path.exists():
+        return None
+    saved = read_json(path)
+    pairs = [(a["instruction"], a["output_2"]) for a in saved]
+    return saved if pairs == [(o["instruction"], o["output"]) for o in outputs] else None
+
+
+# the whole benchmark for one model ----------------------------------------------------------
+def evaluate(
+    model_name: str,
+    model_path: str,
+    generate: Any,
+    decoding: dict[str, Any],
+    out_dir: Path,
+    annotator: str = OFFICIAL_ANNOTATOR,
+    limit: int | None = None,
+    judge: str = "embedded:smollm2-135m",
+    dtype: str = "bfloat16",
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Answer, annotate and score; every step's output is kept in ``out_dir`` and reused.
+
+    ``generate(instructions) -> list[str]`` answers each instruction once with ``decoding``.
+    Also writes the alpaca_eval model config of the checkpoint (``models_configs/<name>/``).
+    """
+    from harness.artifacts import read_json
+    from harness.models import load_tokenizer
+
+    write_model_config(out_dir, model_name, model_path, load_tokenizer(model_path), decoding, dtype)
+    rows = eval_set(limit)
+    outputs_path = out_dir / "model_outputs.json"
+    if outputs_path.exists():
+        outputs = read_json(outputs_path)
+    else:
+        answers = generate([r["instruction"] for r in rows])
+        outputs = [{"instruction": r["instruction"], "output": a, "generator": model_name,
+                    "dataset": r["dataset"]} for r, a in zip(rows, answers, strict=True)]
+        write_json(outputs_path, outputs)
+    baseline = [{"instruction": r["instruction"], "output": r["output"], "generator": r["generator"],
+                 "dataset": r["dataset"]} for r in rows]
+    annotations = _saved_annotations(out_dir / "annotations.json", outputs)
+    if annotations is None:
+        annotations = annotate(outputs, baseline, annotator, out_dir, judge)
+        write_json(out_dir / "annotations.json", annotations)
+    files, reason = lc_files()
+    metrics = score(annotations, files, reason)
+    record = {
+        **annotator_provenance(annotator, judge),
+        "baseline": BASELINE,
+        "n_examples": len(rows),
+        "limit": limit,
+        "decoding": decoding,
+        "model": model_path,
+        "alpaca_eval": package_version(),
+        **(provenance or {}),
+    }
+    return write_results(out_dir / "results.json", metrics, record)
