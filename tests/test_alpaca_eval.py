@@ -224,7 +224,8 @@ def test_cli_evaluates_a_checkpoint_on_its_own(
 
     monkeypatch.setattr(datafiles.urllib.request, "urlopen",
                         lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
-    out = tmp_path / "ae"
+    monkeypatch.chdir(tmp_path)
+    out = Path("ae")  # relative, as a user types it
     argv = ["eval", "alpaca_eval", "--model", str(long_context_judge), "--annotator", "local",
             "--judge", str(long_context_judge), "--limit", "2", "--max-new-tokens", "4",
             "--dtype", "float32", "--out", str(out), "--json", "--no-progress"]

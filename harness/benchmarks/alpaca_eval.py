@@ -202,6 +202,7 @@ def annotate(model_outputs: list[dict], baseline_outputs: list[dict], annotator:
              out_dir: Path, judge: str = "embedded:smollm2-135m") -> list[dict]:
     """alpaca_eval's pairwise annotations (baseline = output_1), cached in ``out_dir``."""
     ae = _alpaca_eval()
+    out_dir = out_dir.resolve()  # alpaca_eval reads relative config paths from its own folder
     kwargs: dict[str, Any] = {}
     if annotator == LOCAL_ANNOTATOR:
         config, _ = _local_annotator_config(out_dir, judge)

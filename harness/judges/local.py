@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from harness.errors import ConfigError, DataError
 from harness.logprobs import next_token_logprobs
-from harness.models import load_model, load_tokenizer, resolve_source
+from harness.models import default_device, load_model, load_tokenizer, resolve_source
 
 DEFAULT_JUDGE = "embedded:smollm2-135m"
 
@@ -22,12 +22,12 @@ class Verdict:
 
 
 class LocalJudge:
-    def __init__(self, source: str = DEFAULT_JUDGE, dtype: str = "bfloat16", device: str = "cpu",
+    def __init__(self, source: str = DEFAULT_JUDGE, dtype: str = "bfloat16", device: str | None = None,
                  batch_size: int = 4, progress: bool = False) -> None:
         self.source = source
         path = resolve_source(source)
         self.tokenizer = load_tokenizer(path)
-        self.model = load_model(path, dtype, device)
+        self.model = load_model(path, dtype, device or default_device())
         self.dtype = dtype
         self.batch_size = batch_size
         self.progress = progress
@@ -66,5 +66,6 @@ class LocalJudge:
 
 
 @functools.cache
-def get_local_judge(source: str = DEFAULT_JUDGE, dtype: str = "bfloat16", device: str = "cpu") -> LocalJudge:
+def get_local_judge(source: str = DEFAULT_JUDGE, dtype: str = "bfloat16",
+                    device: str | None = None) -> LocalJudge:
     return LocalJudge(source, dtype, device)
