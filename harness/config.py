@@ -30,6 +30,7 @@ class ModelSource(_Strict):
     source: str
     revision: str | None = None
     trust_remote_code: bool = False
+    license: str | None = Field(None, description="the base model's license id, for model cards")
 
 
 class SamplingConfig(_Strict):

@@ -1,0 +1,121 @@
+"""``harness check``: the regression gate of a run against a committed baseline file.
+
+Each gated metric passes when ``new ≥ baseline − k·σ``, with σ = √(se_baseline² + se_new²) from
+the stored standard errors (higher is better for every headline metric). A metric whose protocol
+(judge, baseline, n, limit, profile, benchmark version) differs from the baseline's is not
+comparable and fails with the differing fields named: a silent pass would hide a changed judge.
+A metric missing from the run fails too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.artifacts import read_json, write_json, write_text_atomic
+from harness.errors import DataError
+from harness.provenance import git_sha
+from harness.results import Cell, label, run_cells
+
+BASELINE_FORMAT = 1
+
+
+def _id(cell: Cell) -> str:
+    return f"iter-{cell.iteration}/{cell.benchmark}/{cell.metric}"
+
+
+def make_baseline(run: Path) -> dict[str, Any]:
+    """The gated metrics of a run (those with a value and a standard error)."""
+    cells = [c for c in run_cells(run) if c.value is not None and c.se is not None]
+    if not cells:
+        raise DataError(f"{run}: no metric with a value and a standard error to gate")
+    return {
+        "format": BASELINE_FORMAT,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "from_run": run.name,
+        "run_git_sha": read_json(run / "run.json").get("git_sha"),
+        "written_by_git_sha": git_sha(),
+        "metrics": [{"id": _id(c), "value": c.value, "se": c.se, "protocol": json.loads(c.key)}
+                    for c in cells],
+    }
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+
+
+def compare(run: Path, baseline: dict[str, Any], k: float = 2.0) -> list[dict[str, Any]]:
+    """One row per baseline metric (and per new, ungated one): values, delta, tolerance, verdict."""
+    if baseline.get("format") != BASELINE_FORMAT:
+        raise DataError(f"baseline format {baseline.get('format')!r} is not {BASELINE_FORMAT}")
+    cells = {_id(c): c for c in run_cells(run)}
+    rows = []
+    for entry in baseline["metrics"]:
+        row: dict[str, Any] = {"id": entry["id"], "baseline": entry["value"], "baseline_se": entry["se"],
+                               "new": None, "new_se": None, "delta": None, "tolerance": None}
+        cell = cells.pop(entry["id"], None)
+        if cell is None:
+            rows.append({**row, "verdict": "fail", "reason": "missing from the run"})
+            continue
+        row.update(new=cell.value, new_se=cell.se)
+        diff = _differences(entry["protocol"], json.loads(cell.key))
+        if diff:
+            rows.append({**row, "verdict": "fail", "reason": "not comparable: " + "; ".join(diff)})
+            continue
+        if cell.value is None or cell.se is None:
+            rows.append({**row, "verdict": "fail",
+                         "reason": f"no value or standard error in the run ({cell.note or 'absent'})"})
+            continue
+        tol = k * math.sqrt(entry["se"] ** 2 + cell.se**2)
+        delta = cell.value - entry["value"]
+        row.update(delta=delta, tolerance=tol)
+        if delta < -tol:
+            reason = f"regressed by {-delta:.3g} > {k:g}σ = {tol:.3g}"
+            rows.append({**row, "verdict": "fail", "reason": reason})
+        else:
+            rows.append({**row, "verdict": "pass", "reason": "within tolerance" if delta <= tol
+                         else "improved beyond tolerance"})
+    for cid, cell in sorted(cells.items()):
+        absent = cell.value is None or cell.se is None
+        rows.append({"id": cid, "baseline": None, "baseline_se": None, "new": cell.value,
+                     "new_se": cell.se, "delta": None, "tolerance": None,
+                     "verdict": "n/a" if absent else "new",
+                     "reason": f"no value ({cell.note})" if absent and cell.note
+                     else "no value or standard error" if absent else "not in the baseline (not gated)"})
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    return "—" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def write_report(rows: list[dict[str, Any]], out_dir: Path, run: Path, baseline_path: Path,
+                 k: float) -> bool:
+    ok = all(r["verdict"] != "fail" for r in rows)
+    write_json(out_dir / "check.json", {"run": str(run), "baseline": str(baseline_path), "k": k,
+                                        "passed": ok, "metrics": rows})
+    lines = [f"# Regression check: {'PASS' if ok else 'FAIL'}", "",
+             f"Run `{run}` against `{baseline_path}`; tolerance {k:g}σ, σ = √(se_baseline² + se_new²).",
+             "", "| metric | baseline | new | delta | tolerance | verdict | why |",
+             "|---|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        it, bench, metric = r["id"].split("/")
+        name = f"{it} {label(bench, metric)}"
+        base = f"{_fmt(r['baseline'])} ± {_fmt(r['baseline_se'])}" if r["baseline"] is not None else "—"
+        new = f"{_fmt(r['new'])} ± {_fmt(r['new_se'])}" if r["new"] is not None else "—"
+        lines.append(f"| {name} | {base} | {new} | {_fmt(r['delta'])} | {_fmt(r['tolerance'])} "
+                     f"| {r['verdict']} | {r['reason']} |")
+    write_text_atomic(out_dir / "check.md", "\n".join(lines) + "\n")
+    return ok
+
+
+def check(run: Path, baseline_path: Path, k: float = 2.0, out_dir: Path | None = None) -> tuple[bool, Path]:
+    if not baseline_path.is_file():
+        raise DataError(f"{baseline_path}: baseline file not found (write one with --write-baseline)")
+    rows = compare(run, read_json(baseline_path), k)
+    out = out_dir or run
+    return write_report(rows, out, run, baseline_path, k), out / "check.md"
