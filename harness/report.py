@@ -1,4 +1,5 @@
-"""Report stage: ``leaderboard.md`` and ``leaderboard.csv``, one row per iteration of a run.
+"""Report stage: ``leaderboard.md``/``.csv`` (one row per iteration of a run, with training
+columns) and ``leaderboard.html`` (the cross-run leaderboard page of this run, with plots).
 
 Each column is one benchmark under one provenance (judge, baseline, n, decoding, profile);
 the provenance is printed under the table so no number stands without it.
@@ -144,4 +145,10 @@ def write_leaderboard(run: RunDir) -> str:
         lines.append(f"\nTraining samples cut at max_new_tokens: {cut} of {total}.")
     text = "\n".join(lines) + "\n"
     write_text_atomic(run.root / "leaderboard.md", text)
+    if any(run.eval_dir(t, b).joinpath("results.json").exists() for t in iters
+           for b in (evaluate.BENCHMARK, ALPACA_EVAL)):
+        from harness import leaderboard
+
+        page = leaderboard.render([run.root], "html", published=False, out_dir=run.root / "plots")
+        write_text_atomic(run.root / "leaderboard.html", page)
     return text
