@@ -71,7 +71,7 @@ def write_card(run: Path, t: int) -> Path:
 # {name}
 
 Iteration {t} of Self-Play Preference Optimization ([SPPO](https://arxiv.org/abs/2405.00675)) on
-`{meta['base_model']}`, trained with [sppo-harness](https://arxiv.org/abs/2405.00675) (git
+`{meta['base_model']}`, trained with sppo-harness (git
 {rd.meta.get('git_sha')}).
 {warning}
 ## Training

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from harness import datafiles
 from harness.benchmarks import alpaca_eval as ae
@@ -202,8 +203,6 @@ def test_local_annotator_runs_alpaca_eval_end_to_end(
     assert prov["baseline"] == "gpt4_1106_preview" and prov["judge"] == f"local:{long_context_judge}"
     assert prov["n_examples"] == 3 and prov["limit"] == 3 and prov["alpaca_eval"].startswith("0.6")
     # The checkpoint's alpaca_eval model config, ready for a leaderboard submission.
-    import yaml
-
     card = yaml.safe_load((out / "models_configs" / "tiny" / "configs.yaml").read_text())["tiny"]
     assert card["prompt_template"] == "tiny/prompt.txt"
     assert card["completions_kwargs"]["max_new_tokens"] == 8 and card["completions_kwargs"]["top_p"] == 0.9
@@ -242,3 +241,88 @@ def test_cli_evaluates_a_checkpoint_on_its_own(
     assert main(["eval", "alpaca_eval", "--model", str(long_context_judge), "--out",
                  str(tmp_path / "paid")]) == 2
     assert "OPENAI_API_KEY" in capsys.readouterr().err and not (tmp_path / "paid").exists()
+
+
+def test_official_annotator_against_an_openai_compatible_server(
+    tmp_path: Path, long_context_judge: Path
+) -> None:
+    """The official weighted_alpaca_eval_gpt4_turbo config, through alpaca_eval's own OpenAI client,
+    against a local server speaking the chat-completions protocol (configured the way users point
+    alpaca_eval at any endpoint: OPENAI_CLIENT_CONFIG_PATH)."""
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from alpaca_eval.utils import random_seeded_choice
+
+    requests: list[dict] = []
+    top = [{"token": "m", "logprob": -0.1, "bytes": [109]}, {"token": "M", "logprob": -2.4, "bytes": [77]}]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+            reply = json.dumps({
+                "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "length",
+                             "message": {"role": "assistant", "content": "m"},
+                             "logprobs": {"content": [{**top[0], "top_logprobs": top}]}}],
+                "usage": {"prompt_tokens": 900, "completion_tokens": 1, "total_tokens": 901},
+            }).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    key = "sk-harness-test-0123456789abcdef"
+    clients = tmp_path / "clients.yaml"
+    clients.write_text(yaml.safe_dump({"default": [{"api_key": key,
+                                               "base_url": f"http://127.0.0.1:{server.server_port}/v1"}]}))
+    out = tmp_path / "official"
+    env = {**os.environ, "OPENAI_CLIENT_CONFIG_PATH": str(clients), "OPENAI_API_KEY": key,
+           "SPPO_CACHE_DIR": str(tmp_path / "cache")}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness", "eval", "alpaca_eval", "--model", str(long_context_judge),
+             "--limit", "3", "--max-new-tokens", "4", "--dtype", "float32", "--out", str(out), "--json",
+             "--no-progress"], env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(proc.stdout)
+
+    rows = ae.eval_set(3)
+    outputs = json.loads((out / "model_outputs.json").read_text())
+    assert len(requests) == 3
+    for req in requests:
+        assert req["path"] == "/v1/chat/completions" and req["auth"] == f"Bearer {key}"
+        assert req["model"] == "gpt-4-1106-preview" and req["max_tokens"] == 1
+        assert req["logprobs"] is True and req["top_logprobs"] == 5 and req["temperature"] == 1
+        assert req["messages"][0]["role"] == "system" and "leaderboard" in req["messages"][1]["content"]
+    p_m = math.exp(-0.1) / (math.exp(-0.1) + math.exp(-2.4))
+    annotations = json.loads((out / "annotations.json").read_text())
+    for row, o, a in zip(rows, outputs, annotations, strict=True):
+        req = next(r for r in requests if row["instruction"] in r["messages"][1]["content"])
+        user = req["messages"][1]["content"]
+        switched = random_seeded_choice(seed="is_switched_outputs" + row["instruction"] + "0",
+                                        choices=[False, True])
+        first, second = (o["output"], row["output"]) if switched else (row["output"], o["output"])
+        assert user.index(first.strip()) < user.index(second.strip(), user.index(first.strip()) + 1)
+        assert float(a["preference"]) == pytest.approx(1 + p_m if switched else 2 - p_m, abs=1e-6)
+    assert metrics["n_total"] == 3
+    assert metrics["win_rate"] == pytest.approx(
+        100 * sum(float(a["preference"]) - 1 for a in annotations) / 3)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["provenance"]["judge"] == "gpt-4-1106-preview"
+    assert saved["provenance"]["annotator"] == "weighted_alpaca_eval_gpt4_turbo"
+    # The API key is never written anywhere.
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert key not in path.read_text(errors="replace"), path
