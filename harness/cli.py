@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -59,21 +59,29 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a checkpoint or hub model on a benchmark, outside any run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("benchmark", choices=["alpaca_eval"], help="benchmark to run")
+    p.add_argument("benchmark", choices=["alpaca_eval", "open_llm"], help="benchmark to run")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="checkpoint directory, hub id, or embedded:smollm2-135m")
     src.add_argument("--from-annotations", type=Path, metavar="FILE",
-                     help="re-score an alpaca_eval annotations.json (published ones included) "
+                     help="alpaca_eval: re-score an annotations.json (published ones included) "
                           "without calling any judge")
+    p.add_argument("--version", choices=["v1"], default="v1",
+                   help="open_llm: leaderboard version (v2 is not available yet)")
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                   help="open_llm: v1 tasks to run (arc_challenge hellaswag mmlu truthfulqa_mc2 "
+                        "winogrande gsm8k; default all)")
+    p.add_argument("--chat-template", action="store_true",
+                   help="open_llm: format prompts with the model's chat template (recorded)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--annotator", default="weighted_alpaca_eval_gpt4_turbo",
-                   help="alpaca_eval annotator config, or 'local' (in-process judge)")
+                   help="alpaca_eval: annotator config, or 'local' (in-process judge)")
     p.add_argument("--judge", default="embedded:smollm2-135m",
                    help="the model behind --annotator local")
-    p.add_argument("--limit", type=int, default=None, help="first N instructions only (smoke)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="first N instructions (alpaca_eval) or examples per (sub)task (open_llm)")
     p.add_argument("--name", default=None, help="model name in outputs (default: from --model)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output directory (default: evals/<name>/alpaca_eval)")
+                   help="output directory (default: evals/<name>/<benchmark>)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--max-new-tokens", type=int, default=2048)
@@ -221,6 +229,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     _apply_common(args)
     if args.from_annotations:
+        if args.benchmark != "alpaca_eval":
+            raise ConfigError("--from-annotations is for alpaca_eval")
         files, reason = alpaca_eval.lc_files()
         metrics = alpaca_eval.score(read_json(args.from_annotations), files, reason)
         _print_metrics(metrics, args.json)
@@ -231,11 +241,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from harness.models import load_model, load_tokenizer, resolve_source
     from harness.prompts import Prompt
 
-    alpaca_eval.check_annotator(args.annotator)
     path = resolve_source(args.model)
     name = args.name or Path(args.model.split(":")[-1]).name
-    out = args.out or Path("evals") / name / alpaca_eval.NAME
+    out = args.out or Path("evals") / name / args.benchmark
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.benchmark == "open_llm":
+        from harness.benchmarks import open_llm
+
+        model = load_model(path, args.dtype, device, args.trust_remote_code)
+        result = open_llm.evaluate(
+            model, load_tokenizer(path, args.trust_remote_code), out, limit=args.limit,
+            tasks=args.tasks, batch_size=args.batch_size, device=device,
+            apply_chat_template=args.chat_template, seed=args.seed,
+            provenance={"model": path, "dtype": args.dtype})
+        _print_metrics({k: v for k, v in result["metrics"].items() if k != "tasks"}, args.json)
+        print(f"results: {out / 'results.json'}", file=sys.stderr)
+        return 0
+    alpaca_eval.check_annotator(args.annotator)
     sampling = Sampling((args.seed,), args.temperature, args.top_p, args.max_new_tokens)
 
     def answer(instructions: list[str]) -> list[str]:

@@ -102,9 +102,20 @@ class AlpacaEvalConfig(_Strict):
     decoding: DecodingOverride = DecodingOverride()
 
 
+V1Task = Literal["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k"]
+
+
+class OpenLLMConfig(_Strict):
+    tasks: list[V1Task] | None = Field(None, description="v1 tasks to run (default: all six)")
+    limit: int | None = Field(None, ge=1, description="first N examples of each (sub)task (smoke runs)")
+    batch_size: int = Field(8, ge=1)
+    apply_chat_template: bool = False
+
+
 class EvaluationConfig(_Strict):
-    benchmarks: list[Literal["win_rate_vs_base", "alpaca_eval"]] = ["win_rate_vs_base"]
+    benchmarks: list[Literal["win_rate_vs_base", "alpaca_eval", "open_llm"]] = ["win_rate_vs_base"]
     alpaca_eval: AlpacaEvalConfig = AlpacaEvalConfig()
+    open_llm: OpenLLMConfig = OpenLLMConfig()
 
 
 class RunConfig(_Strict):

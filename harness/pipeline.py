@@ -290,6 +290,21 @@ class SPPORun:
         m = result["metrics"]
         return {k: m[k] for k in ("win_rate", "standard_error", "length_controlled_winrate")}
 
+    def _open_llm(self, t: int) -> dict[str, Any]:
+        from harness.benchmarks import open_llm
+
+        cfg = self.config.evaluation.open_llm
+        model, tok = self._load_policy(self.policy_path(t))  # handed to lm-eval as is
+        result = open_llm.evaluate(
+            model, tok, self.dir.eval_dir(t, open_llm.NAME), limit=cfg.limit, tasks=cfg.tasks,
+            batch_size=cfg.batch_size, device=self.opts.device,
+            apply_chat_template=cfg.apply_chat_template, seed=self.opts.seed,
+            provenance={"model": self.policy_path(t), "iteration": t, "profile": self.config.profile,
+                        "dtype": self.config.sampling.dtype, "base_config": self.config.name,
+                        "git_sha": self.dir.meta.get("git_sha")})
+        m = result["metrics"]
+        return {"average": m["average"], "average_is_partial": m["average_is_partial"]}
+
     # driver -----------------------------------------------------------------------------
     def run(self) -> Path:
         if self.opts.iters < 1:
@@ -311,6 +326,8 @@ class SPPORun:
             benchmarks = self.config.evaluation.benchmarks
             if "alpaca_eval" in benchmarks:
                 self._stage("iter-0", "eval/alpaca_eval", lambda: self._alpaca_eval(0))
+            if "open_llm" in benchmarks:
+                self._stage("iter-0", "eval/open_llm", lambda: self._open_llm(0))
             n = self.opts.iters
             for t in range(1, n + 1):
                 prompts = iteration_prompts(self.config, t)
@@ -326,6 +343,8 @@ class SPPORun:
                                   lambda t=t: self._evaluate(t, heldout)))
                 if "alpaca_eval" in benchmarks:
                     steps.append(("eval/alpaca_eval", lambda t=t: self._alpaca_eval(t)))
+                if "open_llm" in benchmarks:
+                    steps.append(("eval/open_llm", lambda t=t: self._open_llm(t)))
                 for name, fn in steps:
                     self._stage(tag, name, fn)
             table = report.write_leaderboard(self.dir)

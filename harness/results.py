@@ -24,9 +24,18 @@ HEADLINE: dict[str, list[tuple[str, str | None, str]]] = {
         ("length_controlled_winrate", "lc_standard_error", "AlpacaEval 2.0 LC (%)"),
         ("win_rate", "standard_error", "AlpacaEval 2.0 WR (%)"),
     ],
+    "open_llm": [
+        ("average", None, "Open LLM v1 avg (%)"),
+        ("arc_challenge", "arc_challenge_stderr", "ARC-C 25-shot (%)"),
+        ("hellaswag", "hellaswag_stderr", "HellaSwag 10-shot (%)"),
+        ("mmlu", "mmlu_stderr", "MMLU 5-shot (%)"),
+        ("truthfulqa_mc2", "truthfulqa_mc2_stderr", "TruthfulQA mc2 (%)"),
+        ("winogrande", "winogrande_stderr", "Winogrande 5-shot (%)"),
+        ("gsm8k", "gsm8k_stderr", "GSM8K 5-shot (%)"),
+    ],
 }
 PROTOCOL_FIELDS = ("judge", "judge_dtype", "annotator", "baseline", "n_examples", "limit", "profile",
-                   "prompts")
+                   "prompts", "data", "apply_chat_template", "lm_eval", "tasks")
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,11 @@ def cells_from_results(run: str, iteration: int | None, model: str, record: dict
     out = []
     for metric, se_field, _ in HEADLINE[bench]:
         value = metrics.get(metric)
-        note = metrics.get("lc_unavailable") if metric == "length_controlled_winrate" else None
+        note = (metrics.get("lc_unavailable") if metric == "length_controlled_winrate"
+                else (metrics.get("tasks", {}).get(metric) or {}).get("unavailable")
+                if bench == "open_llm" else None)
+        if bench == "open_llm" and metric == "average" and metrics.get("average_is_partial"):
+            note = "partial average: not all six v1 tasks ran"
         out.append(Cell(run, iteration, model, bench, metric,
                         None if value is None else float(value),
                         None if se_field is None or metrics.get(se_field) is None

@@ -36,7 +36,9 @@ def test_one_sppo_iteration_on_the_embedded_model(tmp_path: Path, monkeypatch: p
         "prompts": {"per_iteration": 4, "heldout_size": 4},
         "sampling": {"max_new_tokens": 16, "batch_size": 4},
         "training": {"per_device_batch_size": 4, "global_batch_size": 4, "epochs": 1},
-        "evaluation": {"alpaca_eval": {"limit": 2}},
+        "evaluation": {"benchmarks": ["win_rate_vs_base", "alpaca_eval", "open_llm"],
+                       "alpaca_eval": {"limit": 2},
+                       "open_llm": {"tasks": ["truthfulqa_mc2"], "limit": 2}},
     })
     out = tmp_path / "run"
     SPPORun(cfg, RunOptions(iters=1, out=out, progress=False)).run()
@@ -61,5 +63,11 @@ def test_one_sppo_iteration_on_the_embedded_model(tmp_path: Path, monkeypatch: p
         outputs = read_json(out / f"iter-{t}" / "eval" / "alpaca_eval" / "model_outputs.json")
         assert [o["generator"] for o in outputs] == [["smollm2-135m", "smollm2-135m-sppo-iter1"][t]] * 2
     assert "## AlpacaEval 2.0" in (out / "leaderboard.md").read_text()
+    # Open LLM v1 through lm-eval on the in-memory checkpoint, for the base and the iteration.
+    for t in (0, 1):
+        ol = read_json(out / f"iter-{t}" / "eval" / "open_llm" / "results.json")
+        assert ol["metrics"]["tasks"]["truthfulqa_mc2"]["n"] == 2
+        assert 0 <= ol["metrics"]["truthfulqa_mc2"] <= 100 and ol["metrics"]["average_is_partial"]
+        assert ol["provenance"]["iteration"] == t and ol["provenance"]["tasks"] == ["truthfulqa_mc2"]
     trained = load_model(str(out / "iter-1" / "checkpoint"))
     assert sum(p.numel() for p in trained.parameters()) == 134_515_008

@@ -1,0 +1,217 @@
+"""Open LLM Leaderboard v1 through lm-evaluation-harness, used as a library.
+
+The v1 suite is lm-eval's ``openllm`` group: ARC-Challenge 25-shot acc_norm, HellaSwag 10-shot
+acc_norm, MMLU 5-shot acc, TruthfulQA 0-shot mc2, Winogrande 5-shot acc, GSM8K 5-shot exact match;
+the v1 score is their unweighted mean. The checkpoint object is handed to lm-eval's ``HFLM``
+directly, so nothing is loaded twice.
+
+With a data mirror, each task runs from local files: a task YAML rendered into the output folder
+``include``s lm-eval's own task file and overrides only the dataset location (``dataset_path: json``
+with ``data_files``), and a small converter writes the raw mirror files in the schema the task
+expects. Tasks whose data (or few-shot pool) the mirror lacks are reported as unavailable, and the
+average is then marked partial. Without a mirror, lm-eval's hub datasets are used unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import ConfigError, DataError
+
+NAME = "open_llm"
+VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class V1Task:
+    name: str  # lm-eval task
+    shots: int
+    metric: str  # lm-eval metric key in results
+    mirror: str | None  # folder under $SPPO_DATA_DIR/open_llm holding its data, if any
+
+
+V1_TASKS = (
+    # Few-shot examples come from each task's own split (train; MMLU dev), as in the openllm group.
+    V1Task("arc_challenge", 25, "acc_norm,none", "arc_challenge"),
+    V1Task("hellaswag", 10, "acc_norm,none", None),  # no mirror copy (files > 4 MiB)
+    V1Task("mmlu", 5, "acc,none", "mmlu"),
+    V1Task("truthfulqa_mc2", 0, "acc,none", "truthfulqa"),
+    V1Task("winogrande", 5, "acc,none", None),  # the mirror lacks its train (few-shot) split
+    V1Task("gsm8k", 5, "exact_match,strict-match", "gsm8k"),
+)
+
+
+def _lm_eval_tasks_dir() -> Path:
+    try:
+        import lm_eval.tasks
+    except ImportError as exc:
+        raise ConfigError("the Open LLM Leaderboard needs lm-eval: pip install 'lm-eval>=0.4.13'") from exc
+    return Path(lm_eval.tasks.__file__).parent
+
+
+# converters: raw mirror files → the schema of lm-eval's task ---------------------------------
+def mmlu_rows(csv_path: Path, subject: str) -> list[dict[str, Any]]:
+    """cais/mmlu schema from a ``question,choice0..3,answer`` CSV."""
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if rows and set(rows[0]) != {"question", "choice0", "choice1", "choice2", "choice3", "answer"}:
+        raise DataError(f"{csv_path}: unexpected MMLU columns {sorted(rows[0])}")
+    return [{"question": r["question"], "subject": subject,
+             "choices": [r[f"choice{i}"] for i in range(4)], "answer": int(r["answer"])} for r in rows]
+
+
+def truthfulqa_rows(mc_task_json: Path) -> list[dict[str, Any]]:
+    """truthful_qa ``multiple_choice`` schema from the original ``mc_task.json``.
+
+    The original maps each answer to 0/1 in a dict; the hub dataset lists them as choices and
+    labels in the same order (correct answers first), which lm-eval's mc2 scoring relies on.
+    """
+    out = []
+    for r in json.loads(mc_task_json.read_text(encoding="utf-8")):
+        row: dict[str, Any] = {"question": r["question"]}
+        for key in ("mc1_targets", "mc2_targets"):
+            row[key] = {"choices": list(r[key]), "labels": [int(v) for v in r[key].values()]}
+        out.append(row)
+    return out
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def render_local_tasks(mirror: Path, out: Path) -> dict[str, str]:
+    """Write local task YAMLs (and converted data) into ``out``; return {v1 task: local task name}.
+
+    Tasks without mirrored data are left out.
+    """
+    lm = _lm_eval_tasks_dir()
+    root = mirror / "open_llm"
+    data = out / "data"
+    names: dict[str, str] = {}
+
+    def task_yaml(name: str, include: Path, files: dict[str, Path], extra: dict | None = None) -> None:
+        cfg = {"include": str(include), "task": name, "dataset_path": "json", "dataset_name": None,
+               "dataset_kwargs": {"data_files": {k: str(v) for k, v in files.items()}}, **(extra or {})}
+        (out / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+
+    out.mkdir(parents=True, exist_ok=True)
+    arc = root / "arc_challenge"
+    if (arc / "test.jsonl").is_file() and (arc / "train.jsonl").is_file():
+        task_yaml("arc_challenge_local", lm / "arc" / "arc_challenge.yaml",
+                  {"train": arc / "train.jsonl", "test": arc / "test.jsonl"}, {"validation_split": None})
+        names["arc_challenge"] = "arc_challenge_local"
+    gsm = root / "gsm8k"
+    if (gsm / "test.jsonl").is_file() and (gsm / "train.jsonl").is_file():
+        task_yaml("gsm8k_local", lm / "gsm8k" / "gsm8k.yaml",
+                  {"train": gsm / "train.jsonl", "test": gsm / "test.jsonl"})
+        names["gsm8k"] = "gsm8k_local"
+    tqa = root / "truthfulqa" / "mc_task.json"
+    if tqa.is_file():
+        path = _write_jsonl(data / "truthfulqa_mc.jsonl", truthfulqa_rows(tqa))
+        task_yaml("truthfulqa_mc2_local", lm / "truthfulqa" / "truthfulqa_mc2.yaml",
+                  {"validation": path}, {"tag": []})
+        names["truthfulqa_mc2"] = "truthfulqa_mc2_local"
+    mmlu = root / "mmlu"
+    subjects = sorted(p.name[: -len("_test.csv")] for p in (mmlu / "test").glob("*_test.csv")) \
+        if (mmlu / "test").is_dir() else []
+    if subjects:
+        for s in subjects:
+            dev = mmlu / "dev" / f"{s}_dev.csv"
+            if not dev.is_file():
+                raise DataError(f"{dev}: MMLU few-shot (dev) file missing for subject {s}")
+            files = {"test": _write_jsonl(data / "mmlu" / f"{s}_test.jsonl",
+                                          mmlu_rows(mmlu / "test" / f"{s}_test.csv", s)),
+                     "dev": _write_jsonl(data / "mmlu" / f"{s}_dev.jsonl", mmlu_rows(dev, s))}
+            task_yaml(f"mmlu_{s}_local", lm / "mmlu" / "default" / f"mmlu_{s}.yaml", files, {"tag": []})
+        group = {"group": "mmlu_local", "task": [f"mmlu_{s}_local" for s in subjects],
+                 "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
+                 "metadata": {"version": 2}}
+        (out / "mmlu_local.yaml").write_text(yaml.safe_dump(group, sort_keys=False), encoding="utf-8")
+        names["mmlu"] = "mmlu_local"
+    return names
+
+
+def v1_average(scores: dict[str, float | None]) -> tuple[float | None, bool]:
+    """Unweighted mean of the six v1 task scores (percent); partial when any is missing."""
+    have = [v for v in scores.values() if v is not None]
+    partial = len(have) < len(V1_TASKS)
+    return (sum(have) / len(have) if have else None), partial
+
+
+def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None,
+             tasks: list[str] | None = None, batch_size: int = 8, device: str = "cpu",
+             apply_chat_template: bool = False, seed: int = 0,
+             provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the v1 tasks on an in-memory model through lm-eval; write and return results.json."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from harness.artifacts import write_json
+
+    wanted = [t for t in V1_TASKS if tasks is None or t.name in tasks]
+    unknown = set(tasks or []) - {t.name for t in V1_TASKS}
+    if unknown:
+        raise ConfigError(f"unknown Open LLM v1 task(s) {sorted(unknown)}; "
+                          f"choose from {[t.name for t in V1_TASKS]}")
+    mirror = os.environ.get("SPPO_DATA_DIR")
+    local = render_local_tasks(Path(mirror), out_dir / "tasks") if mirror else {}
+    manager = TaskManager(include_path=str(out_dir / "tasks")) if local else TaskManager()
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    per_task: dict[str, Any] = {}
+    for t in wanted:
+        if mirror and t.name not in local:
+            per_task[t.name] = {"score": None, "unavailable": f"no data for {t.name} in the mirror {mirror}"}
+            continue
+        name = local.get(t.name, t.name)
+        start = time.perf_counter()
+        r = simple_evaluate(model=lm, tasks=[name], num_fewshot=t.shots, limit=limit,
+                            task_manager=manager, apply_chat_template=apply_chat_template,
+                            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                            fewshot_random_seed=seed, log_samples=False)
+        res = r["results"][name]
+        metric, _, flt = t.metric.partition(",")
+        value = res[t.metric]
+        per_task[t.name] = {
+            "task": name, "score": 100 * value, "metric": metric, "filter": flt,
+            "stderr": 100 * res[f"{metric}_stderr,{flt}"] if isinstance(
+                res.get(f"{metric}_stderr,{flt}"), float) else None,
+            "n": sum(r["n-samples"][k]["effective"] for k in r["n-samples"]),
+            "n_shot": t.shots, "versions": r.get("versions", {}),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+    avg, partial = v1_average({t.name: per_task[t.name]["score"] for t in wanted})
+    from importlib.metadata import version
+
+    flat = {}
+    for name, v in per_task.items():
+        flat[name] = v["score"]
+        flat[f"{name}_stderr"] = v.get("stderr")
+    record = {
+        "benchmark": NAME, "version": VERSION,
+        "metrics": {"average": avg, "average_is_partial": partial, **flat, "tasks": per_task},
+        "provenance": {
+            "lm_eval": version("lm-eval"),
+            "limit": limit,
+            "tasks": sorted(k for k, v in per_task.items() if v["score"] is not None),
+            "apply_chat_template": apply_chat_template,
+            "seed": seed,
+            "data": "local mirror, converted" if mirror else "lm-eval hub datasets",
+            "data_dir": mirror,
+            "n_examples": sum(v.get("n", 0) for v in per_task.values()),
+            **(provenance or {}),
+        },
+    }
+    write_json(out_dir / "results.json", record)
+    return record
+

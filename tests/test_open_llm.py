@@ -1,0 +1,107 @@
+"""Open LLM Leaderboard v1 through lm-eval: converters on real mirror rows, local task configs, and
+the harness's numbers equal to lm-eval called directly (same model, task, shots, limit, seed)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.benchmarks import open_llm
+from harness.models import load_model, load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def mirror() -> Path:
+    value = os.environ.get("SPPO_DATA_DIR")
+    if not value:
+        pytest.fail("SPPO_DATA_DIR must point at the benchmark data mirror (../shared/data in CI)")
+    return Path(value)
+
+
+def test_mmlu_converter_on_real_rows(mirror: Path) -> None:
+    rows = open_llm.mmlu_rows(mirror / "open_llm" / "mmlu" / "test" / "anatomy_test.csv", "anatomy")
+    assert len(rows) == 135  # MMLU anatomy test size
+    first = rows[0]
+    assert first["subject"] == "anatomy" and first["answer"] == 0
+    assert first["question"].startswith("A lesion causing compression of the facial nerve")
+    assert first["choices"][0] == "paralysis of the facial muscles." and len(first["choices"]) == 4
+
+
+def test_truthfulqa_converter_keeps_choice_order_and_labels(mirror: Path) -> None:
+    raw = json.loads((mirror / "open_llm" / "truthfulqa" / "mc_task.json").read_text())
+    rows = open_llm.truthfulqa_rows(mirror / "open_llm" / "truthfulqa" / "mc_task.json")
+    assert len(rows) == 817
+    for r, q in zip(rows[:50], raw[:50], strict=True):
+        assert r["mc2_targets"]["choices"] == list(q["mc2_targets"])
+        assert r["mc2_targets"]["labels"] == list(q["mc2_targets"].values())
+        assert r["mc1_targets"]["labels"][0] == 1 and sum(r["mc1_targets"]["labels"]) == 1
+
+
+def test_local_tasks_cover_the_mirrored_v1_tasks(mirror: Path, tmp_path: Path) -> None:
+    names = open_llm.render_local_tasks(mirror, tmp_path)
+    assert names == {"arc_challenge": "arc_challenge_local", "gsm8k": "gsm8k_local",
+                     "truthfulqa_mc2": "truthfulqa_mc2_local", "mmlu": "mmlu_local"}
+    import yaml
+
+    arc = yaml.safe_load((tmp_path / "arc_challenge_local.yaml").read_text())
+    assert arc["include"].endswith("arc/arc_challenge.yaml") and arc["dataset_path"] == "json"
+    assert set(arc) == {"include", "task", "dataset_path", "dataset_name", "dataset_kwargs",
+                        "validation_split"}  # only the dataset location is overridden
+    assert len(yaml.safe_load((tmp_path / "mmlu_local.yaml").read_text())["task"]) == 57
+
+
+def test_v1_average_is_unweighted_and_partial_when_tasks_are_missing() -> None:
+    full = {t.name: 10.0 * (i + 1) for i, t in enumerate(open_llm.V1_TASKS)}
+    assert open_llm.v1_average(full) == (35.0, False)
+    full["hellaswag"] = None
+    assert open_llm.v1_average(full) == (pytest.approx((10 + 30 + 40 + 50 + 60) / 5), True)
+
+
+def test_harness_numbers_equal_lm_eval_called_directly(
+    mirror: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.setenv("SPPO_DATA_DIR", str(mirror))
+    model, tok = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
+    tasks = ["arc_challenge", "truthfulqa_mc2", "hellaswag"]
+    got = open_llm.evaluate(model, tok, tmp_path / "ol", limit=3, tasks=tasks, batch_size=4)
+    m = got["metrics"]
+    assert m["tasks"]["hellaswag"]["score"] is None and "no data" in m["tasks"]["hellaswag"]["unavailable"]
+    assert m["average_is_partial"] is True
+
+    manager = TaskManager(include_path=str(tmp_path / "ol" / "tasks"))
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=4, device="cpu")
+    for name, local, shots, key in [("arc_challenge", "arc_challenge_local", 25, "acc_norm,none"),
+                                    ("truthfulqa_mc2", "truthfulqa_mc2_local", 0, "acc,none")]:
+        direct = simple_evaluate(model=lm, tasks=[local], num_fewshot=shots, limit=3,
+                                 task_manager=manager, random_seed=0, numpy_random_seed=0,
+                                 torch_random_seed=0, fewshot_random_seed=0)
+        assert m["tasks"][name]["score"] == 100 * direct["results"][local][key]  # identical
+        assert m["tasks"][name]["n"] == 3 and m["tasks"][name]["n_shot"] == shots
+    assert m["average"] == (m["tasks"]["arc_challenge"]["score"] + m["tasks"]["truthfulqa_mc2"]["score"]) / 2
+    assert json.loads((tmp_path / "ol" / "results.json").read_text())["metrics"] == m
+
+
+def test_cli_runs_open_llm_on_a_checkpoint(
+    mirror: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from harness.cli import main
+
+    out = tmp_path / "ol"
+    argv = ["eval", "open_llm", "--model", str(tiny_model_dir), "--tasks", "truthfulqa_mc2", "gsm8k",
+            "--limit", "2", "--dtype", "float32", "--data-dir", str(mirror), "--out", str(out), "--json"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "results.json").read_text())
+    assert printed["truthfulqa_mc2"] == saved["metrics"]["truthfulqa_mc2"]
+    assert saved["metrics"]["tasks"]["gsm8k"]["metric"] == "exact_match"
+    assert saved["metrics"]["tasks"]["gsm8k"]["filter"] == "strict-match"
+    assert saved["provenance"]["tasks"] == ["gsm8k", "truthfulqa_mc2"]
+    assert saved["provenance"]["limit"] == 2 and saved["provenance"]["lm_eval"].startswith("0.4")
+    assert main(["eval", "open_llm", "--model", str(tiny_model_dir), "--tasks", "piqa"]) == 2
