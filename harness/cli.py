@@ -241,13 +241,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from harness.models import load_model, load_tokenizer, resolve_source
     from harness.prompts import Prompt
 
+    if args.benchmark == "open_llm":
+        from harness.benchmarks import open_llm
+
+        open_llm.selected_tasks(args.tasks)  # refuse bad names before loading the model
+    else:
+        alpaca_eval.check_annotator(args.annotator)
     path = resolve_source(args.model)
     name = args.name or Path(args.model.split(":")[-1]).name
     out = args.out or Path("evals") / name / args.benchmark
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.benchmark == "open_llm":
-        from harness.benchmarks import open_llm
-
         model = load_model(path, args.dtype, device, args.trust_remote_code)
         result = open_llm.evaluate(
             model, load_tokenizer(path, args.trust_remote_code), out, limit=args.limit,
@@ -257,7 +261,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         _print_metrics({k: v for k, v in result["metrics"].items() if k != "tasks"}, args.json)
         print(f"results: {out / 'results.json'}", file=sys.stderr)
         return 0
-    alpaca_eval.check_annotator(args.annotator)
     sampling = Sampling((args.seed,), args.temperature, args.top_p, args.max_new_tokens)
 
     def answer(instructions: list[str]) -> list[str]:

@@ -77,11 +77,16 @@ def resolve_source(source: str) -> str:
         if name not in EMBEDDED:
             raise ConfigError(f"unknown embedded model {name!r}; known: {', '.join(EMBEDDED)}")
         return str(_embedded_checkpoint(name))
-    return source
+    if source.startswith(("/", ".", "~")) and not Path(source).expanduser().is_dir():
+        raise ConfigError(f"model source {source!r}: no such checkpoint directory")
+    return str(Path(source).expanduser()) if source.startswith("~") else source
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as exc:  # not a local checkpoint, and the hub id cannot be fetched
+        raise ConfigError(f"cannot load a tokenizer from {path!r}: {exc}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:

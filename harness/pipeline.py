@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from harness import distributed, evaluate, report
-from harness.artifacts import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
+from harness.artifacts import atomic_dir, read_jsonl, write_json, write_jsonl
 from harness.config import RunConfig
 from harness.errors import ConfigError, DataError, RunStateError
 from harness.generate import (
@@ -360,7 +360,3 @@ class SPPORun:
         self.dir.run_stage(stage, fn)
         _say(f"[{tag}] {name}: {self.dir.meta['stages'][stage]['seconds']} s")
 
-
-def load_results(run: RunDir, t: int, benchmark: str) -> dict[str, Any] | None:
-    path = run.eval_dir(t, benchmark) / "results.json"
-    return read_json(path) if path.exists() else None

@@ -1,8 +1,9 @@
 """Report stage: ``leaderboard.md``/``.csv`` (one row per iteration of a run, with training
 columns) and ``leaderboard.html`` (the cross-run leaderboard page of this run, with plots).
 
-Each column is one benchmark under one provenance (judge, baseline, n, decoding, profile);
-the provenance is printed under the table so no number stands without it.
+The training table carries the in-loop ``win_rate_vs_base``; every benchmark is tabulated by
+:mod:`harness.leaderboard` (one column per protocol, provenance footnoted), so no number stands
+without its provenance and there is one way to print a benchmark table.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 
 from harness import evaluate
 from harness.artifacts import read_json, read_jsonl, write_text_atomic
+from harness.results import Cell, run_cells
 from harness.run_dir import RunDir
 
 
-def _row(run: RunDir, t: int) -> dict[str, Any]:
+def _row(run: RunDir, t: int, cells: list[Cell]) -> dict[str, Any]:
     stages = run.meta.get("stages", {})
     train = stages.get(f"iter-{t}/train", {})
     row: dict[str, Any] = {
@@ -38,48 +40,11 @@ def _row(run: RunDir, t: int) -> dict[str, Any]:
         m = read_json(path)["metrics"]
         row.update(win_rate_vs_base=m["win_rate"], win_rate_se=m["standard_error"],
                    mean_preference=m["mean_preference"], n=m["n_total"])
-    path = run.eval_dir(t, ALPACA_EVAL) / "results.json"
-    if path.exists():
-        m = read_json(path)["metrics"]
-        row.update({f"alpaca_eval_{k}": m.get(k) for k in ALPACA_EVAL_COLUMNS})
+    for c in cells:
+        if c.iteration == t and c.benchmark != evaluate.BENCHMARK:
+            row[f"{c.benchmark}/{c.metric}"] = c.value
+            row[f"{c.benchmark}/{c.metric}_se"] = c.se
     return row
-
-
-ALPACA_EVAL = "alpaca_eval"
-ALPACA_EVAL_COLUMNS = ("win_rate", "standard_error", "length_controlled_winrate", "lc_standard_error",
-                       "n_total", "avg_length")
-
-
-def _alpaca_eval_table(run: RunDir, rows: list[dict[str, Any]]) -> list[str]:
-    """AlpacaEval 2.0 rows under one provenance; a run never mixes annotators or limits."""
-    have = [r for r in rows if r.get("alpaca_eval_n_total") is not None]
-    if not have:
-        return []
-    provs = [read_json(run.eval_dir(r["iteration"], ALPACA_EVAL) / "results.json")["provenance"]
-             for r in have]
-    key = ("annotator", "judge", "baseline", "n_examples", "decoding", "alpaca_eval")
-    lines = ["", "## AlpacaEval 2.0", "",
-             "| model | win rate (%) | ± SE | LC win rate (%) | ± SE | n | avg length (chars) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in have:
-        lines.append(
-            f"| {r['model']} | {_fmt(r['alpaca_eval_win_rate'])} | {_fmt(r['alpaca_eval_standard_error'])} "
-            f"| {_fmt(r['alpaca_eval_length_controlled_winrate'])} "
-            f"| {_fmt(r['alpaca_eval_lc_standard_error'])} | {r['alpaca_eval_n_total']} "
-            f"| {r['alpaca_eval_avg_length']} |")
-    p = provs[0]
-    if any({k: q.get(k) for k in key} != {k: p.get(k) for k in key} for q in provs):
-        lines.append("\n**Warning:** these rows were evaluated under different settings; see each "
-                     "iteration's eval/alpaca_eval/results.json before comparing them.")
-    limit = f", first {p['limit']} instructions only (not comparable with the full set)" if p.get(
-        "limit") else ""
-    lines += ["", f"AlpacaEval {p.get('alpaca_eval')} (alpaca-eval package); annotator {p['annotator']}; "
-                  f"judge `{p['judge']}`; baseline {p['baseline']}; n = {p['n_examples']}{limit}; "
-                  f"decoding {json.dumps(p['decoding'])}; profile `{p.get('profile')}`."]
-    m = read_json(run.eval_dir(have[0]["iteration"], ALPACA_EVAL) / "results.json")["metrics"]
-    if m.get("lc_unavailable"):
-        lines.append(f"LC unavailable: {m['lc_unavailable']}")
-    return lines
 
 
 def _fmt(v: Any, nd: int = 2) -> str:
@@ -102,7 +67,8 @@ def write_leaderboard(run: RunDir) -> str:
     """Write the run's leaderboard files; return the markdown table."""
     n = int(run.meta.get("args", {}).get("iters", 0))
     iters = [t for t in range(n + 1) if t == 0 or run.done(f"iter-{t}/train")]
-    rows = [_row(run, t) for t in iters]
+    cells = run_cells(run.root)
+    rows = [_row(run, t, cells) for t in iters]
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
@@ -137,7 +103,13 @@ def write_leaderboard(run: RunDir) -> str:
             "its own training signal here: this column shows learning under the run's ranker, "
             "not quality as a human or GPT-4 would judge it.",
         ]
-    lines += _alpaca_eval_table(run, rows)
+    benchmarks = sorted({c.benchmark for c in cells} - {evaluate.BENCHMARK})
+    if benchmarks:
+        from harness import leaderboard
+
+        names = {"alpaca_eval": "AlpacaEval 2.0", "open_llm": "Open LLM v1"}
+        lines += ["", f"## Benchmarks: {', '.join(names.get(b, b) for b in benchmarks)}", "",
+                  leaderboard.to_markdown(leaderboard.build([run.root]))]
     gens = [run.generations(t) for t in iters if t > 0 and run.generations(t).exists()]
     if gens:
         cut = sum(not f for p in gens for r in read_jsonl(p) for f in r["finished"])
@@ -145,8 +117,7 @@ def write_leaderboard(run: RunDir) -> str:
         lines.append(f"\nTraining samples cut at max_new_tokens: {cut} of {total}.")
     text = "\n".join(lines) + "\n"
     write_text_atomic(run.root / "leaderboard.md", text)
-    if any(run.eval_dir(t, b).joinpath("results.json").exists() for t in iters
-           for b in (evaluate.BENCHMARK, ALPACA_EVAL)):
+    if cells:
         from harness import leaderboard
 
         page = leaderboard.render([run.root], "html", published=False, out_dir=run.root / "plots")

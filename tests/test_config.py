@@ -79,3 +79,12 @@ def test_iteration_without_prompt_source_fails_early() -> None:
     assert cfg.prompt_source(3).endswith("iter3:prompt")
     with pytest.raises(ConfigError, match="iteration 4 has none"):
         cfg.prompt_source(4)
+
+
+def test_missing_local_model_source_is_named() -> None:
+    from harness.errors import ConfigError
+    from harness.models import resolve_source
+
+    with pytest.raises(ConfigError, match=r"'/no/such/checkpoint': no such checkpoint directory"):
+        resolve_source("/no/such/checkpoint")
+    assert resolve_source("mistralai/Mistral-7B-Instruct-v0.2") == "mistralai/Mistral-7B-Instruct-v0.2"

@@ -62,7 +62,7 @@ def test_one_sppo_iteration_on_the_embedded_model(tmp_path: Path, monkeypatch: p
         assert ae["metrics"]["length_controlled_winrate"] is None and ae["metrics"]["lc_unavailable"]
         outputs = read_json(out / f"iter-{t}" / "eval" / "alpaca_eval" / "model_outputs.json")
         assert [o["generator"] for o in outputs] == [["smollm2-135m", "smollm2-135m-sppo-iter1"][t]] * 2
-    assert "## AlpacaEval 2.0" in (out / "leaderboard.md").read_text()
+    assert "AlpacaEval 2.0 WR (%)" in (out / "leaderboard.md").read_text()
     # Open LLM v1 through lm-eval on the in-memory checkpoint, for the base and the iteration.
     for t in (0, 1):
         ol = read_json(out / f"iter-{t}" / "eval" / "open_llm" / "results.json")

@@ -64,6 +64,11 @@ def _alpaca_eval():
     return alpaca_eval
 
 
+def _evaluators_dir() -> Path:
+    """alpaca_eval's annotator configs (official prompts and parsers)."""
+    return Path(_alpaca_eval().__file__).parent / "evaluators_configs"
+
+
 def package_version() -> str:
     from importlib.metadata import version
 
@@ -185,7 +190,7 @@ def local_completions(prompts: Sequence[str], judge: str, dtype: str = "bfloat16
 
 def _local_annotator_config(out_dir: Path, judge: str) -> tuple[Path, str]:
     """The official annotator config with its completion function swapped for the local judge."""
-    ae_dir = Path(_alpaca_eval().__file__).parent / "evaluators_configs"
+    ae_dir = _evaluators_dir()
     official = yaml.safe_load((ae_dir / OFFICIAL_ANNOTATOR / "configs.yaml").read_text())
     cfg = dict(official[OFFICIAL_ANNOTATOR])
     cfg.pop("fn_completions")
@@ -224,7 +229,7 @@ def check_annotator(annotator: str) -> None:
 
     if annotator == LOCAL_ANNOTATOR:
         return
-    ae_dir = Path(_alpaca_eval().__file__).parent / "evaluators_configs"
+    ae_dir = _evaluators_dir()
     if not (ae_dir / annotator / "configs.yaml").exists():
         raise ConfigError(f"evaluation.alpaca_eval.annotator: {annotator!r} is neither 'local' nor an "
                           "alpaca_eval annotator config")
@@ -240,7 +245,7 @@ def annotator_provenance(annotator: str, judge: str) -> dict[str, Any]:
     if annotator == LOCAL_ANNOTATOR:
         return {"annotator": f"{OFFICIAL_ANNOTATOR} prompt and parser, local judge",
                 "judge": f"local:{judge}"}
-    ae_dir = Path(_alpaca_eval().__file__).parent / "evaluators_configs"
+    ae_dir = _evaluators_dir()
     path = ae_dir / annotator / "configs.yaml"
     model = None
     if path.exists():
@@ -271,16 +276,6 @@ def write_model_config(directory: Path, name: str, model_path: str, tokenizer: A
     }}
     write_text_atomic(folder / "configs.yaml", yaml.safe_dump(config, sort_keys=False))
     return folder
-
-
-def results_record(metrics: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
-    return {"benchmark": NAME, "version": VERSION, "metrics": metrics, "provenance": provenance}
-
-
-def write_results(path: Path, metrics: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
-    record = results_record(metrics, provenance)
-    write_json(path, record)
-    return record
 
 
 def _saved_annotations(path: Path, outputs: list[dict]) -> list[dict] | None:
@@ -343,4 +338,6 @@ def evaluate(
         "alpaca_eval": package_version(),
         **(provenance or {}),
     }
-    return write_results(out_dir / "results.json", metrics, record)
+    result = {"benchmark": NAME, "version": VERSION, "metrics": metrics, "provenance": record}
+    write_json(out_dir / "results.json", result)
+    return result

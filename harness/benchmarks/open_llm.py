@@ -141,6 +141,15 @@ def render_local_tasks(mirror: Path, out: Path) -> dict[str, str]:
     return names
 
 
+def selected_tasks(tasks: list[str] | None) -> list[V1Task]:
+    """The v1 tasks to run, in suite order; unknown names are refused."""
+    unknown = set(tasks or []) - {t.name for t in V1_TASKS}
+    if unknown:
+        raise ConfigError(f"unknown Open LLM v1 task(s) {sorted(unknown)}; "
+                          f"choose from {[t.name for t in V1_TASKS]}")
+    return [t for t in V1_TASKS if tasks is None or t.name in tasks]
+
+
 def v1_average(scores: dict[str, float | None]) -> tuple[float | None, bool]:
     """Unweighted mean of the six v1 task scores (percent); partial when any is missing."""
     have = [v for v in scores.values() if v is not None]
@@ -159,11 +168,7 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
 
     from harness.artifacts import write_json
 
-    wanted = [t for t in V1_TASKS if tasks is None or t.name in tasks]
-    unknown = set(tasks or []) - {t.name for t in V1_TASKS}
-    if unknown:
-        raise ConfigError(f"unknown Open LLM v1 task(s) {sorted(unknown)}; "
-                          f"choose from {[t.name for t in V1_TASKS]}")
+    wanted = selected_tasks(tasks)
     mirror = os.environ.get("SPPO_DATA_DIR")
     local = render_local_tasks(Path(mirror), out_dir / "tasks") if mirror else {}
     manager = TaskManager(include_path=str(out_dir / "tasks")) if local else TaskManager()
