@@ -326,3 +326,22 @@ def test_official_annotator_against_an_openai_compatible_server(
     for path in out.rglob("*"):
         if path.is_file():
             assert key not in path.read_text(errors="replace"), path
+
+
+def test_lc_from_a_local_judge_run_when_the_hub_files_are_present(
+    tmp_path: Path, long_context_judge: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole benchmark on a small subset with the local judge reaches an LC number once the two
+    hub files are available (files constructed for the test stand in for the verified copies)."""
+    (tmp_path / "hub").mkdir()
+    files = _constructed_lc_files(tmp_path / "hub")
+    monkeypatch.setattr(ae, "lc_files", lambda: (files, None))
+    def answer(instructions: list[str]) -> list[str]:
+        return ["An answer. " * (i + 1) for i in range(len(instructions))]
+
+    res = ae.evaluate("tiny", str(long_context_judge), answer,
+                      {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 8}, tmp_path / "ae",
+                      annotator="local", limit=4, judge=str(long_context_judge))
+    m = res["metrics"]
+    assert isinstance(m["length_controlled_winrate"], float) and 0 < m["length_controlled_winrate"] < 100
+    assert m["lc_standard_error"] > 0 and "lc_unavailable" not in m
