@@ -179,6 +179,8 @@ def _apply_common(args: argparse.Namespace) -> None:
     """--data-dir and --no-progress, shared by every subcommand."""
     if args.data_dir is not None:
         os.environ["SPPO_DATA_DIR"] = str(args.data_dir)
+    if os.environ.get("SPPO_DATA_DIR"):  # absolute, so later stages may change directory safely
+        os.environ["SPPO_DATA_DIR"] = str(Path(os.environ["SPPO_DATA_DIR"]).resolve())
     if args.no_progress:
         from transformers.utils import logging as hf_logging
 

@@ -223,6 +223,8 @@ def test_cli_evaluates_a_checkpoint_on_its_own(
 
     monkeypatch.setattr(datafiles.urllib.request, "urlopen",
                         lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    # A relative mirror path (as the README's test command passes) must survive the chdir below.
+    monkeypatch.setenv("SPPO_DATA_DIR", str(Path(os.environ["SPPO_DATA_DIR"]).resolve()))
     monkeypatch.chdir(tmp_path)
     out = Path("ae")  # relative, as a user types it
     argv = ["eval", "alpaca_eval", "--model", str(long_context_judge), "--annotator", "local",
