@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
+from harness.plugins import load_plugins
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +34,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="continue the run in --out: finished stages are skipped, an interrupted "
                         "stage is redone")
     p.add_argument("--trainer", default=None, help="trainer backend (default: the config's)")
+    p.add_argument("--launcher", default="none", choices=["none", "accelerate"],
+                   help="train in --num-processes processes through accelerate launch (DDP, or "
+                        "DeepSpeed/FSDP with --accelerate-config)")
+    p.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="processes (GPUs) per training with --launcher accelerate")
+    p.add_argument("--accelerate-config", default=None, metavar="NAME|FILE",
+                   help="accelerate config: a shipped one (zero3, fsdp) or your own file "
+                        "(multi-node: num_machines, machine_rank, main_process_ip in it)")
     p.add_argument("--loss", default=None,
                    choices=["sppo", "sppo_single", "sppo_hard", "sigmoid", "ipo"],
                    help="preference loss (default: the config's, sppo)")
@@ -207,7 +216,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     suffix = "" if args.profile == "full" else f"-{args.profile}"
     out = args.out or Path("runs") / f"{config.name}-sppo{suffix}"
     opts = RunOptions(iters=args.iters, out=out, resume=args.resume, seed=args.seed,
-                      generator=args.generator, progress=not args.no_progress)
+                      generator=args.generator, progress=not args.no_progress,
+                      launcher=args.launcher, num_processes=args.num_processes,
+                      accelerate_config=args.accelerate_config)
     if args.device:
         opts.device = args.device
     SPPORun(config, opts).run()
@@ -286,6 +297,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        load_plugins()
         if args.command == "run":
             return _cmd_run(args)
         if args.command == "eval":

@@ -1,17 +1,25 @@
-"""Process rank helpers: work is sharded by rank and gathered; only rank 0 writes artifacts.
+"""Many processes: ``accelerate launch`` commands, and sharding work by rank and gathering it.
 
-Launched by ``accelerate launch``/``torchrun`` (which set ``RANK`` and ``WORLD_SIZE``), the
-harness joins the process group on first use. A single process needs none of this.
+The harness itself is one process. A stage that runs in N processes writes its request to JSON
+and starts ``accelerate launch ... -m MODULE REQUEST RESULT``; in there every process takes its
+:func:`shard` of the work, the results are :func:`gather`-ed, and the main process writes them.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import TypeVar
 
 import torch.distributed as dist
 
+from harness.errors import ConfigError, HarnessError
+
 T = TypeVar("T")
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "trainers" / "accelerate_configs"
 
 
 def world_size() -> int:
@@ -52,7 +60,39 @@ def gather(local: list[T]) -> list[T]:
     return out
 
 
-def barrier() -> None:
-    if world_size() > 1:
-        _ensure_group()
-        dist.barrier()
+def accelerate_config(name: str | None) -> Path | None:
+    """A shipped accelerate config by name (``zero3``, ``fsdp``) or the path of the user's own."""
+    if name is None:
+        return None
+    shipped = CONFIG_DIR / f"{name}.yaml"
+    path = shipped if shipped.exists() else Path(name)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"accelerate config {name!r} is neither a shipped one ({known}) nor a file")
+    return path
+
+
+def launch_command(module: str, args: list[str], processes: int, config: Path | None = None,
+                   port: int | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    if config is not None:
+        cmd += ["--config_file", str(config)]
+    elif processes > 1:
+        # torchrun-style processes; on a CPU-only machine they join a gloo group (accelerate's own
+        # --cpu launcher would need MPI for more than one process).
+        cmd += ["--multi_gpu"]
+    if port is not None:
+        cmd += ["--main_process_port", str(port)]
+    return [*cmd, "-m", module, *args]
+
+
+def launch(module: str, args: list[str], processes: int, config: str | None = None,
+           what: str = "stage") -> None:
+    """Run ``module`` under ``accelerate launch``; raises naming the command if a process fails."""
+    cmd = launch_command(module, args, processes, accelerate_config(config))
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise HarnessError(f"{what} in {processes} processes failed (exit {proc.returncode}); "
+                           f"command: {' '.join(cmd)}")

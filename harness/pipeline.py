@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from harness import distributed, evaluate, report
+from harness import distributed, evaluate, report, sharded
 from harness.artifacts import atomic_dir, read_jsonl, write_json, write_jsonl
 from harness.config import RunConfig
 from harness.errors import ConfigError, DataError, RunStateError
@@ -31,7 +31,7 @@ from harness.probabilities import preference_row
 from harness.prompts import Prompt, heldout_prompts, iteration_prompts
 from harness.rank import Ranker, check_ranker, get_ranker
 from harness.run_dir import RunDir
-from trainers import TrainRequest, get_trainer
+from trainers import TrainRequest, get_trainer, launch
 
 log = logging.getLogger("harness")
 
@@ -45,6 +45,9 @@ class RunOptions:
     generator: str = "auto"  # auto | transformers | vllm
     progress: bool = True
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    launcher: str = "none"  # none | accelerate (training in num_processes processes)
+    num_processes: int = 1
+    accelerate_config: str | None = None  # shipped name (zero3, fsdp) or a file
 
 
 def _say(msg: str) -> None:
@@ -149,32 +152,55 @@ class SPPORun:
                 )
 
     # stages -----------------------------------------------------------------------------
+    def _processes(self) -> int:
+        """Processes for generation, ranking and training (1 without ``--launcher accelerate``)."""
+        return self.opts.num_processes if self.opts.launcher == "accelerate" else 1
+
     def _generate(self, t: int, prompts: list[Prompt]) -> dict[str, Any]:
         path = self.policy_path(t - 1)
         self._check_prompt_lengths(prompts, path)
         sampling = self._sampling()
-        gen = self._generator(path)
-        outs = distributed.gather(gen.generate(distributed.shard(prompts), sampling))
-        if distributed.is_main():
-            write_jsonl(self.dir.generations(t), (
-                {"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": g.responses,
-                 "num_tokens": g.num_tokens, "finished": g.finished,
-                 "generator": {"backend": gen.name, "model": path},
-                 "sampling": sampling.as_dict()}
-                for p, g in zip(prompts, outs, strict=True)))
+        n = self._processes()
+        if n > 1 and not (self.opts.generator == "vllm" or (
+                self.opts.generator == "auto" and vllm_available())):
+            self._policy = None
+            outs = sharded.generate(
+                path, prompts, sampling, dtype=self.config.sampling.dtype,
+                batch_size=self.config.sampling.batch_size,
+                trust_remote_code=self.config.model.trust_remote_code, device=self.opts.device,
+                work=self.dir.iter_dir(t), processes=n, config=self.opts.accelerate_config)
+            generator = {"backend": TransformersGenerator.name, "model": path, "processes": n}
+        else:  # one process (vLLM spreads over the GPUs itself)
+            gen = self._generator(path)
+            outs = gen.generate(prompts, sampling)
+            generator = {"backend": gen.name, "model": path}
+        write_jsonl(self.dir.generations(t), (
+            {"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": g.responses,
+             "num_tokens": g.num_tokens, "finished": g.finished, "generator": generator,
+             "sampling": sampling.as_dict()}
+            for p, g in zip(prompts, outs, strict=True)))
         n_tok = sum(sum(g.num_tokens) for g in outs)
         cut = sum(not f for g in outs for f in g.finished)
         return {"prompts": len(prompts), "responses": len(prompts) * len(sampling.seeds),
-                "new_tokens": n_tok, "cut_at_max_new_tokens": cut}
+                "new_tokens": n_tok, "cut_at_max_new_tokens": cut, "processes": generator.get(
+                    "processes", 1)}
 
     def _rank(self, t: int) -> dict[str, Any]:
         rows = read_jsonl(self.dir.generations(t))
-        ranker = self._get_ranker()
-        scores = ranker.score([r["prompt"] for r in rows], [r["responses"] for r in rows])
+        prompts, candidates = [r["prompt"] for r in rows], [r["responses"] for r in rows]
+        n = self._processes()
+        if n > 1:
+            name = self.config.ranker
+            scores = sharded.score(name, prompts, candidates, dtype=self.config.sampling.dtype,
+                                   device=self.opts.device, work=self.dir.iter_dir(t),
+                                   processes=n, config=self.opts.accelerate_config)
+        else:
+            ranker = self._get_ranker()
+            name, scores = ranker.name, ranker.score(prompts, candidates)
         write_jsonl(self.dir.scores(t), (
-            {"prompt_id": r["prompt_id"], "scores": s, "ranker": ranker.name}
+            {"prompt_id": r["prompt_id"], "scores": s, "ranker": name}
             for r, s in zip(rows, scores, strict=True)))
-        return {"ranker": ranker.name, "ranker_dtype": self.config.sampling.dtype}
+        return {"ranker": name, "ranker_dtype": self.config.sampling.dtype, "processes": n}
 
     def _probabilities(self, t: int) -> dict[str, Any]:
         gens = read_jsonl(self.dir.generations(t))
@@ -194,7 +220,7 @@ class SPPORun:
         trainer = get_trainer(self.config.trainer)
         ckpt = self.dir.checkpoint(t)
         with atomic_dir(ckpt) as tmp:
-            result = trainer.train(TrainRequest(
+            request = TrainRequest(
                 model_path=self.policy_path(t - 1),
                 reference_path=self.policy_path(t - 1),
                 preferences=self.dir.preferences(t),
@@ -205,10 +231,16 @@ class SPPORun:
                 device=self.opts.device,
                 trust_remote_code=self.config.model.trust_remote_code,
                 progress=self.opts.progress,
-            ))
+            )
+            if self.opts.launcher == "accelerate":
+                result = launch.run(trainer.name, request, self._processes(),
+                                    self.opts.accelerate_config)
+            else:
+                result = trainer.train(request)
         info = result.as_dict()
         info["train_seconds"] = round(info.pop("seconds"), 2)
         info["trainer"] = trainer.name
+        info["processes"] = self._processes()
         info["final_loss"] = result.losses[-1] if result.losses else None
         info["losses"] = [round(x, 6) for x in result.losses]
         return info
@@ -312,6 +344,15 @@ class SPPORun:
         for t in range(1, self.opts.iters + 1):
             self.config.prompt_source(t)  # fail now, not after hours of work
         get_trainer(self.config.trainer)
+        if self.opts.launcher == "accelerate":
+            n, tc = self.opts.num_processes, self.config.training
+            if n < 1:
+                raise ConfigError("--num-processes must be at least 1")
+            if tc.global_batch_size % (tc.per_device_batch_size * n):
+                raise ConfigError(
+                    f"training.global_batch_size ({tc.global_batch_size}) must be a multiple of "
+                    f"per_device_batch_size × --num-processes ({tc.per_device_batch_size} × {n})")
+            distributed.accelerate_config(self.opts.accelerate_config)
         check_ranker(self.config.ranker)
         if "alpaca_eval" in self.config.evaluation.benchmarks:
             from harness.benchmarks import alpaca_eval

@@ -68,3 +68,17 @@ def test_unknown_trainer_is_named() -> None:
 
     with pytest.raises(ConfigError, match=r"unknown trainer 'deepmagic'.*native"):
         get_trainer("deepmagic")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 1.5, "0.7"])
+def test_bad_probability_is_named(tmp_path: Path, tiny_model_dir: Path, bad) -> None:
+    import json
+
+    from harness.errors import DataError
+    from harness.models import load_tokenizer
+    from trainers.data import load_pairs
+
+    prefs = tmp_path / "preferences.jsonl"  # written by hand: the harness never writes NaN
+    prefs.write_text("".join(json.dumps(r) + "\n" for r in [ROWS[0], {**ROWS[1], "chosen_probs_lose": bad}]))
+    with pytest.raises(DataError, match=r"row 1 \(b\) has chosen_probs_lose="):
+        load_pairs(prefs, load_tokenizer(str(tiny_model_dir)), 128, 64)

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from harness import rank
 from harness.artifacts import read_json, read_jsonl
 from harness.config import load_config
 from harness.errors import RunStateError
-from harness.models import load_model, load_tokenizer
 from harness.pipeline import RunOptions, SPPORun
+from harness.plugins import load_plugins
 
 
 @pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    @rank.register("tiny-pmi")
-    def _tiny(device: str = "cpu", progress: bool = False, **_):
-        return rank.PMIRanker(load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir)),
-                              "tiny-pmi", progress=False)
+def tiny_config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Path]:
+    # The ranker is a plugin so that the processes of --launcher accelerate stages have it too.
+    env = pytest.MonkeyPatch()
+    env.setenv("TINY_MODEL_DIR", str(tiny_model_dir))
+    env.setenv("SPPO_PLUGINS", "tiny_plugin")
+    env.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent),
+                                              os.environ.get("PYTHONPATH", "")]))
+    load_plugins()
 
     cfg = {
         "name": "tiny",
@@ -37,7 +40,8 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
     }
     path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    return path
+    yield path
+    env.undo()
 
 
 def _run(config_path: Path, out: Path, resume: bool = False, iters: int = 2) -> SPPORun:
@@ -181,3 +185,30 @@ def test_live_lock_is_refused_and_stale_lock_reported(finished_run: Path, tiny_c
             _run(tiny_config, finished_run, resume=True)
     finally:
         lock.unlink()
+
+
+def test_accelerate_launcher_trains_in_separate_processes(tiny_config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "launched"
+    run = SPPORun(load_config(str(tiny_config)),
+                  RunOptions(iters=1, out=out, progress=False, launcher="accelerate",
+                             num_processes=2))
+    run.run()
+    stages = read_json(out / "run.json")["stages"]
+    info = stages["iter-1/train"]
+    assert info["state"] == "done" and info["processes"] == 2
+    assert stages["iter-1/generate"]["processes"] == stages["iter-1/rank"]["processes"] == 2
+    gens = read_jsonl(out / "iter-1" / "generations.jsonl")
+    assert all(g["generator"]["processes"] == 2 and len(g["responses"]) == 3 for g in gens)
+    # The sharded scores are the in-process ranker's, in prompt order.
+    from harness.rank import get_ranker
+
+    want = get_ranker("tiny-pmi").score([g["prompt"] for g in gens], [g["responses"] for g in gens])
+    got = [r["scores"] for r in read_jsonl(out / "iter-1" / "scores.jsonl")]
+    assert [len(r) for r in got] == [len(r) for r in want]
+    # Other batch shapes reorder float sums (~1e-5 here); a misordered gather is off by ~1e-2.
+    flat = [[x for row in rows for x in row] for rows in (got, want)]
+    assert flat[0] == pytest.approx(flat[1], abs=5e-4)
+    assert (out / "iter-1" / "checkpoint" / "model.safetensors").exists()
+    log = read_jsonl(out / "iter-1" / "train_log.jsonl")
+    assert [r["step"] for r in log] == list(range(1, info["steps"] + 1))
+    assert [r["loss"] for r in log] == pytest.approx(info["losses"], rel=1e-5)

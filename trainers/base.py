@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.config import TrainingConfig
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
+
+
+class NonFiniteLossError(HarnessError):
+    """Training diverged; raised before any checkpoint of the iteration is written."""
 
 
 @dataclass
@@ -28,6 +32,19 @@ class TrainRequest:
     trust_remote_code: bool = False
     progress: bool = True
 
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+        d["config"] = self.config.model_dump(mode="json")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainRequest:
+        d = dict(d)
+        for k in ("preferences", "output_dir", "log_path"):
+            d[k] = Path(d[k])
+        d["config"] = TrainingConfig(**d["config"])
+        return cls(**d)
+
 
 @dataclass
 class TrainResult:
@@ -42,6 +59,10 @@ class TrainResult:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainResult:
+        return cls(**d)
 
 
 class Trainer(Protocol):

@@ -1,0 +1,116 @@
+"""Training throughput and peak memory of each trainer backend on the embedded model.
+
+Every backend trains on the same preference pool with the same hyper-parameters, batch and
+sequence lengths, each in its own process (so peak memory is its own). Tokens/s counts every
+token forwarded through the policy in the optimizer loop (prompt + response, chosen and rejected;
+the reference pass, loading and saving are excluded). Peak memory is the process's maximum
+resident set (CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
+
+    python -m bench.train_throughput                       # both backends, bf16, 2 epochs
+    python -m bench.train_throughput --dtype float32 --out bench/results/train_fp32.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.artifacts import write_json, write_jsonl
+from harness.config import TrainingConfig
+from harness.models import load_tokenizer, resolve_source
+from harness.prompts import load_source
+from harness.provenance import machine, package_versions
+
+EMBEDDED = "embedded:smollm2-135m"
+
+
+def preference_pool(path: Path, pairs: int, response_tokens: int) -> None:
+    """A fixed pool: embedded prompts, with other prompts' text cut to ``response_tokens`` tokens
+    as responses (throughput depends on lengths, not on what the words say)."""
+    prompts = [p.prompt for p in load_source("embedded")]
+    tok = load_tokenizer(resolve_source(EMBEDDED))
+
+    def cut(text: str) -> str:
+        ids = tok(text * 4, add_special_tokens=False)["input_ids"][:response_tokens]
+        return tok.decode(ids)
+
+    write_jsonl(path, ({
+        "prompt_id": str(i), "prompt": prompts[i],
+        "chosen": cut(prompts[(i + 1) % len(prompts)]),
+        "rejected": cut(prompts[(i + 2) % len(prompts)]),
+        "chosen_probs": 0.7, "chosen_probs_win": 0.65, "chosen_probs_lose": 0.4,
+    } for i in range(pairs)))
+
+
+def one(backend: str, prefs: Path, cfg: TrainingConfig, device: str) -> dict[str, Any]:
+    from trainers import TrainRequest, get_trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ckpt"
+        out.mkdir()
+        path = resolve_source(EMBEDDED)
+        r = get_trainer(backend).train(TrainRequest(
+            model_path=path, reference_path=path, preferences=prefs, output_dir=out,
+            log_path=Path(tmp) / "log.jsonl", config=cfg, seed=0, device=device, progress=False))
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        kind = "cuda max_memory_allocated"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+        kind = "max RSS"
+    return {"backend": backend, "steps": r.steps, "tokens": r.tokens,
+            "loop_seconds": round(r.seconds, 2), "tokens_per_second": round(r.tokens / r.seconds, 1),
+            "peak_memory_gib": round(peak, 2), "peak_memory_kind": kind,
+            "final_loss": r.losses[-1]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backends", nargs="+", default=["native", "trl"])
+    ap.add_argument("--pairs", type=int, default=64)
+    ap.add_argument("--response-tokens", type=int, default=64)
+    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--micro-batch", type=int, default=8)
+    ap.add_argument("--epochs", type=float, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/train_throughput.json"))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    cfg = TrainingConfig(loss="sppo", learning_rate=1e-5, global_batch_size=8,
+                         per_device_batch_size=args.micro_batch, epochs=args.epochs,
+                         max_length=256, max_prompt_length=192, dtype=args.dtype)
+    if args.child:
+        prefs = Path(args.child)
+        print(json.dumps(one(args.backends[0], prefs, cfg, args.device)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        prefs = Path(tmp) / "preferences.jsonl"
+        preference_pool(prefs, args.pairs, args.response_tokens)
+        rows = []
+        for backend in args.backends:
+            cmd = [sys.executable, "-m", "bench.train_throughput", "--child", str(prefs),
+                   "--backends", backend, "--dtype", args.dtype, "--micro-batch",
+                   str(args.micro_batch), "--epochs", str(args.epochs), "--device", args.device]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"{backend} failed:\n{done.stderr[-3000:]}")
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    write_json(args.out, {
+        "benchmark": "train_throughput", "model": EMBEDDED, "pairs": args.pairs,
+        "response_tokens": args.response_tokens, "config": cfg.model_dump(mode="json"),
+        "device": args.device, "machine": machine(), "threads": torch.get_num_threads(),
+        "packages": package_versions(), "results": rows})
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()

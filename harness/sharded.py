@@ -1,0 +1,83 @@
+"""Generation and ranking in N processes (``--launcher accelerate --num-processes N``).
+
+Each process loads the model (or ranker) on its own device, takes its :func:`~harness.distributed.shard`
+of the prompts, and the results are gathered back into prompt order; the main process writes
+them. Generation stays seeded: each process seeds its own batches, so the samples are fixed for a
+given process count and batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness import distributed
+from harness.artifacts import write_json
+from harness.errors import HarnessError
+from harness.generate import Generation, Sampling, TransformersGenerator
+from harness.models import load_model, load_tokenizer
+from harness.plugins import load_plugins
+from harness.prompts import Prompt
+from harness.rank import get_ranker
+
+
+def _run(kind: str, spec: dict[str, Any], work: Path, processes: int,
+         config: str | None) -> Any:
+    req, out = work / f"{kind}_request.json", work / f"{kind}_result.json"
+    write_json(req, {"kind": kind, **spec})
+    out.unlink(missing_ok=True)
+    distributed.launch("harness.sharded", [str(req), str(out)], processes, config, what=kind)
+    if not out.exists():
+        raise HarnessError(f"{kind} in {processes} processes wrote no result ({out})")
+    result = json.loads(out.read_text())
+    req.unlink()
+    out.unlink()
+    return result
+
+
+def generate(model: str, prompts: list[Prompt], sampling: Sampling, *, dtype: str,
+             batch_size: int, trust_remote_code: bool, device: str, work: Path,
+             processes: int, config: str | None = None) -> list[Generation]:
+    spec = {"model": model, "prompts": [asdict(p) for p in prompts],
+            "sampling": {k: v for k, v in asdict(sampling).items()}, "dtype": dtype,
+            "batch_size": batch_size, "trust_remote_code": trust_remote_code, "device": device}
+    return [Generation(**g) for g in _run("generate", spec, work, processes, config)]
+
+
+def score(ranker: str, prompts: list[str], candidates: list[list[str]], *, dtype: str,
+          device: str, work: Path, processes: int, config: str | None = None) -> list[list[float]]:
+    spec = {"ranker": ranker, "prompts": prompts, "candidates": candidates, "dtype": dtype,
+            "device": device}
+    return _run("rank", spec, work, processes, config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from accelerate import PartialState
+
+    req_path, out_path = (argv if argv is not None else sys.argv[1:])
+    load_plugins()
+    spec = json.loads(Path(req_path).read_text())
+    state = PartialState(cpu=spec["device"] == "cpu")
+    device = str(state.device)
+    if spec["kind"] == "generate":
+        tok = load_tokenizer(spec["model"], spec["trust_remote_code"])
+        model = load_model(spec["model"], spec["dtype"], device, spec["trust_remote_code"])
+        s = spec["sampling"]
+        sampling = Sampling(**{**s, "seeds": tuple(s["seeds"])})
+        gen = TransformersGenerator(model, tok, spec["batch_size"], progress=False)
+        mine = distributed.shard([Prompt(**p) for p in spec["prompts"]])
+        result: list[Any] = [asdict(g) for g in gen.generate(mine, sampling)]
+    else:
+        ranker = get_ranker(spec["ranker"], device=device, dtype=spec["dtype"], progress=False)
+        result = ranker.score(distributed.shard(spec["prompts"]),
+                              distributed.shard(spec["candidates"]))
+    result = distributed.gather(result)
+    if state.is_main_process:
+        write_json(Path(out_path), result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Training in N processes through ``accelerate launch`` (DDP, DeepSpeed or FSDP by its config).
+
+The harness stays one process; a training stage with ``--launcher accelerate`` writes its
+:class:`TrainRequest` to ``train_request.json`` beside the checkpoint and runs
+``accelerate launch ... -m trainers.launch REQUEST RESULT``, whose processes all call the same
+backend; the main one writes the :class:`TrainResult`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from harness import distributed
+from harness.artifacts import write_json
+from harness.errors import HarnessError
+from harness.plugins import load_plugins
+from trainers.base import TrainRequest, TrainResult, get_trainer
+
+
+def run(trainer: str, request: TrainRequest, processes: int,
+        config: str | None = None) -> TrainResult:
+    """Run one training under ``accelerate launch``; raises if any process fails."""
+    get_trainer(trainer)  # unknown names fail here, not in N processes
+    # Fixed names beside the checkpoint, so other nodes of a multi-node launch can find them.
+    req_path = request.output_dir.parent / "train_request.json"
+    out_path = request.output_dir.parent / "train_result.json"
+    write_json(req_path, {"trainer": trainer, "request": request.to_dict()})
+    out_path.unlink(missing_ok=True)
+    distributed.launch("trainers.launch", [str(req_path), str(out_path)], processes, config,
+                       what=f"training with the {trainer!r} backend")
+    if not out_path.exists():
+        raise HarnessError(f"training with the {trainer!r} backend wrote no result ({out_path})")
+    result = TrainResult.from_dict(json.loads(out_path.read_text()))
+    req_path.unlink()
+    out_path.unlink()
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    req_path, out_path = (argv if argv is not None else sys.argv[1:])
+    load_plugins()
+    spec = json.loads(Path(req_path).read_text())
+    result = get_trainer(spec["trainer"]).train(TrainRequest.from_dict(spec["request"]))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        write_json(Path(out_path), result.as_dict())
+
+
+if __name__ == "__main__":
+    main()
