@@ -16,6 +16,9 @@ from harness.errors import RunStateError
 from harness.pipeline import RunOptions, SPPORun
 from harness.plugins import load_plugins
 
+SECRET = "sk-test-NEVER-WRITE-ME-4242"
+SECRET_VARS = ("OPENAI_API_KEY", "HF_TOKEN", "ANTHROPIC_API_KEY")
+
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Path]:
@@ -23,6 +26,8 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
     env = pytest.MonkeyPatch()
     env.setenv("TINY_MODEL_DIR", str(tiny_model_dir))
     env.setenv("SPPO_PLUGINS", "tiny_plugin")
+    for var in SECRET_VARS:  # recognisable secrets that must never reach an artifact
+        env.setenv(var, SECRET)
     env.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent),
                                               os.environ.get("PYTHONPATH", "")]))
     load_plugins()
@@ -212,3 +217,10 @@ def test_accelerate_launcher_trains_in_separate_processes(tiny_config: Path, tmp
     log = read_jsonl(out / "iter-1" / "train_log.jsonl")
     assert [r["step"] for r in log] == list(range(1, info["steps"] + 1))
     assert [r["loss"] for r in log] == pytest.approx(info["losses"], rel=1e-5)
+
+
+def test_no_secret_reaches_any_artifact(finished_run: Path) -> None:
+    files = [p for p in finished_run.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
+    assert not leaked
