@@ -4,7 +4,8 @@ Every backend trains on the same preference pool with the same hyper-parameters,
 sequence lengths, each in its own process (so peak memory is its own). Tokens/s counts every
 token forwarded through the policy in the optimizer loop (prompt + response, chosen and rejected;
 the reference pass, loading and saving are excluded). Peak memory is the process's maximum
-resident set (CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
+resident set (CPU) or ``torch.cuda.max_memory_allocated`` (GPU). Model-FLOPs utilisation is
+6·N·tokens/s over the measured matmul peak of the training dtype (``bench.hardware``).
 
     python -m bench.train_throughput                       # both backends, bf16, 2 epochs
     python -m bench.train_throughput --dtype float32 --out bench/results/train_fp32.json
@@ -23,9 +24,10 @@ from typing import Any
 
 import torch
 
+from bench.hardware import matmul_gflops
 from harness.artifacts import write_json, write_jsonl
 from harness.config import TrainingConfig
-from harness.models import load_tokenizer, resolve_source
+from harness.models import load_model, load_tokenizer, resolve_source
 from harness.prompts import load_source
 from harness.provenance import machine, package_versions
 
@@ -53,6 +55,7 @@ def preference_pool(path: Path, pairs: int, response_tokens: int) -> None:
 def one(backend: str, prefs: Path, cfg: TrainingConfig, device: str) -> dict[str, Any]:
     from trainers import TrainRequest, get_trainer
 
+    params = sum(p.numel() for p in load_model(resolve_source(EMBEDDED)).parameters())  # freed
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ckpt"
         out.mkdir()
@@ -66,8 +69,11 @@ def one(backend: str, prefs: Path, cfg: TrainingConfig, device: str) -> dict[str
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
         kind = "max RSS"
+    # Model-FLOPs utilisation: 6·N per token (forward + backward) over the dtype's measured peak.
+    achieved = 6 * params * r.tokens / r.seconds / 1e9
     return {"backend": backend, "steps": r.steps, "tokens": r.tokens,
             "loop_seconds": round(r.seconds, 2), "tokens_per_second": round(r.tokens / r.seconds, 1),
+            "model_gflops_per_second": round(achieved, 1),
             "peak_memory_gib": round(peak, 2), "peak_memory_kind": kind,
             "final_loss": r.losses[-1]}
 
@@ -91,6 +97,7 @@ def main() -> None:
         prefs = Path(args.child)
         print(json.dumps(one(args.backends[0], prefs, cfg, args.device)))
         return
+    peak = matmul_gflops(args.dtype)
     with tempfile.TemporaryDirectory() as tmp:
         prefs = Path(tmp) / "preferences.jsonl"
         preference_pool(prefs, args.pairs, args.response_tokens)
@@ -102,12 +109,15 @@ def main() -> None:
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{backend} failed:\n{done.stderr[-3000:]}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            row["mfu"] = round(row["model_gflops_per_second"] / peak, 3)
+            rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
     write_json(args.out, {
         "benchmark": "train_throughput", "model": EMBEDDED, "pairs": args.pairs,
         "response_tokens": args.response_tokens, "config": cfg.model_dump(mode="json"),
-        "device": args.device, "machine": machine(), "threads": torch.get_num_threads(),
+        "device": args.device, "machine": machine(),
+        "matmul_peak_gflops": {args.dtype: round(peak, 1)}, "threads": torch.get_num_threads(),
         "packages": package_versions(), "results": rows})
     print(f"written {args.out}")
 

@@ -42,7 +42,7 @@ def generate(model: str, prompts: list[Prompt], sampling: Sampling, *, dtype: st
              batch_size: int, trust_remote_code: bool, device: str, work: Path,
              processes: int, config: str | None = None) -> list[Generation]:
     spec = {"model": model, "prompts": [asdict(p) for p in prompts],
-            "sampling": {k: v for k, v in asdict(sampling).items()}, "dtype": dtype,
+            "sampling": asdict(sampling), "dtype": dtype,
             "batch_size": batch_size, "trust_remote_code": trust_remote_code, "device": device}
     return [Generation(**g) for g in _run("generate", spec, work, processes, config)]
 
