@@ -7,14 +7,16 @@ and starts ``accelerate launch ... -m MODULE REQUEST RESULT``; in there every pr
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch.distributed as dist
 
+from harness.artifacts import write_json
 from harness.errors import ConfigError, HarnessError
 
 T = TypeVar("T")
@@ -28,10 +30,6 @@ def world_size() -> int:
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
-
-
-def is_main() -> bool:
-    return rank() == 0
 
 
 def _ensure_group() -> None:
@@ -86,13 +84,25 @@ def launch_command(module: str, args: list[str], processes: int, config: Path | 
     return [*cmd, "-m", module, *args]
 
 
-def launch(module: str, args: list[str], processes: int, config: str | None = None,
-           what: str = "stage") -> None:
-    """Run ``module`` under ``accelerate launch``; raises naming the command if a process fails."""
-    cmd = launch_command(module, args, processes, accelerate_config(config))
+def run_module(module: str, request: Any, req_path: Path, out_path: Path, processes: int,
+               config: str | None = None, what: str = "stage") -> Any:
+    """Write ``request`` as JSON, run ``accelerate launch ... -m module REQUEST RESULT`` and return
+    the JSON its main process wrote. Both files are removed afterwards, whatever happens; a
+    failing process raises, naming the command."""
+    cmd = launch_command(module, [str(req_path), str(out_path)], processes,
+                         accelerate_config(config))
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode != 0:
-        raise HarnessError(f"{what} in {processes} processes failed (exit {proc.returncode}); "
-                           f"command: {' '.join(cmd)}")
+    write_json(req_path, request)
+    out_path.unlink(missing_ok=True)
+    try:
+        proc = subprocess.run(cmd, env=env)
+        if proc.returncode != 0:
+            raise HarnessError(f"{what} in {processes} processes failed (exit {proc.returncode}); "
+                               f"command: {' '.join(cmd)}")
+        if not out_path.exists():
+            raise HarnessError(f"{what} in {processes} processes wrote no result ({out_path})")
+        return json.loads(out_path.read_text())
+    finally:
+        req_path.unlink(missing_ok=True)
+        out_path.unlink(missing_ok=True)

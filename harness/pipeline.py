@@ -123,9 +123,12 @@ class SPPORun:
             self._policy = (path, model, tok)
         return self._policy[1], self._policy[2]
 
-    def _generator(self, path: str) -> Generator:
+    def _use_vllm(self) -> bool:
         kind = self.opts.generator
-        if kind == "vllm" or (kind == "auto" and vllm_available()):
+        return kind == "vllm" or (kind == "auto" and vllm_available())
+
+    def _generator(self, path: str) -> Generator:
+        if self._use_vllm():
             tok = load_tokenizer(path, self.config.model.trust_remote_code)
             return VLLMGenerator(path, tok, self.config.sampling.dtype)
         model, tok = self._load_policy(path)
@@ -161,8 +164,7 @@ class SPPORun:
         self._check_prompt_lengths(prompts, path)
         sampling = self._sampling()
         n = self._processes()
-        if n > 1 and not (self.opts.generator == "vllm" or (
-                self.opts.generator == "auto" and vllm_available())):
+        if n > 1 and not self._use_vllm():
             self._policy = None
             outs = sharded.generate(
                 path, prompts, sampling, dtype=self.config.sampling.dtype,

@@ -16,7 +16,6 @@ from typing import Any
 
 from harness import distributed
 from harness.artifacts import write_json
-from harness.errors import HarnessError
 from harness.generate import Generation, Sampling, TransformersGenerator
 from harness.models import load_model, load_tokenizer
 from harness.plugins import load_plugins
@@ -26,16 +25,9 @@ from harness.rank import get_ranker
 
 def _run(kind: str, spec: dict[str, Any], work: Path, processes: int,
          config: str | None) -> Any:
-    req, out = work / f"{kind}_request.json", work / f"{kind}_result.json"
-    write_json(req, {"kind": kind, **spec})
-    out.unlink(missing_ok=True)
-    distributed.launch("harness.sharded", [str(req), str(out)], processes, config, what=kind)
-    if not out.exists():
-        raise HarnessError(f"{kind} in {processes} processes wrote no result ({out})")
-    result = json.loads(out.read_text())
-    req.unlink()
-    out.unlink()
-    return result
+    return distributed.run_module("harness.sharded", {"kind": kind, **spec},
+                                  work / f"{kind}_request.json", work / f"{kind}_result.json",
+                                  processes, config, what=kind)
 
 
 def generate(model: str, prompts: list[Prompt], sampling: Sampling, *, dtype: str,

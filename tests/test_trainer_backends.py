@@ -150,3 +150,16 @@ def test_divergence_stops_before_a_checkpoint(tmp_path: Path, tiny_model_dir: Pa
     with pytest.raises(NonFiniteLossError, match="non-finite"):
         train(tmp_path, tiny_model_dir, trainer, "diverged", learning_rate=1e12, epochs=5)
     assert not (tmp_path / "diverged" / "model.safetensors").exists()
+    assert not (tmp_path / ".trl_pairs").exists()
+
+
+def test_a_failed_launch_is_named_and_leaves_no_request_behind(tmp_path: Path,
+                                                               tiny_model_dir: Path) -> None:
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match=r"training with the 'native' backend in 2 processes "
+                                           r"failed \(exit 1\); command: .*trainers\.launch"):
+        train(tmp_path, tiny_model_dir, "native", "diverged", processes=2, learning_rate=1e12,
+              epochs=5)
+    assert not (tmp_path / "diverged" / "model.safetensors").exists()
+    assert not list(tmp_path.glob("train_*.json"))

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from harness import distributed
 from harness.artifacts import write_json
-from harness.errors import HarnessError
 from harness.plugins import load_plugins
 from trainers.base import TrainRequest, TrainResult, get_trainer
 
@@ -24,18 +23,12 @@ def run(trainer: str, request: TrainRequest, processes: int,
     """Run one training under ``accelerate launch``; raises if any process fails."""
     get_trainer(trainer)  # unknown names fail here, not in N processes
     # Fixed names beside the checkpoint, so other nodes of a multi-node launch can find them.
-    req_path = request.output_dir.parent / "train_request.json"
-    out_path = request.output_dir.parent / "train_result.json"
-    write_json(req_path, {"trainer": trainer, "request": request.to_dict()})
-    out_path.unlink(missing_ok=True)
-    distributed.launch("trainers.launch", [str(req_path), str(out_path)], processes, config,
-                       what=f"training with the {trainer!r} backend")
-    if not out_path.exists():
-        raise HarnessError(f"training with the {trainer!r} backend wrote no result ({out_path})")
-    result = TrainResult.from_dict(json.loads(out_path.read_text()))
-    req_path.unlink()
-    out_path.unlink()
-    return result
+    work = request.output_dir.parent
+    result = distributed.run_module(
+        "trainers.launch", {"trainer": trainer, "request": request.to_dict()},
+        work / "train_request.json", work / "train_result.json", processes, config,
+        what=f"training with the {trainer!r} backend")
+    return TrainResult.from_dict(result)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -205,9 +205,17 @@ class TRLTrainer:
     name = "trl"
 
     def train(self, request: TrainRequest) -> TrainResult:
+        pairs_dir = request.output_dir.parent / ".trl_pairs"
+        try:
+            return self._train(request, pairs_dir)
+        finally:  # also when training fails: nothing is left beside the checkpoint
+            if PartialState().is_main_process:
+                shutil.rmtree(pairs_dir, ignore_errors=True)
+
+    def _train(self, request: TrainRequest, pairs_dir: Path) -> TrainResult:
         cfg = request.config
         tok, pairs, schedule = prepare(request)
-        dataset = _shared_dataset(pairs, request.output_dir.parent / ".trl_pairs")
+        dataset = _shared_dataset(pairs, pairs_dir)
         device = "cpu" if request.device == "cpu" else PartialState().device
         model = load_model(request.model_path, "float32", device, request.trust_remote_code)
         ref_model = None
@@ -244,8 +252,6 @@ class TRLTrainer:
             acc.unwrap_model(trainer.model).config.use_cache = True
         trainer.save_model(str(request.output_dir))
         trainer.accelerator.wait_for_everyone()
-        if trainer.accelerator.is_main_process:
-            shutil.rmtree(request.output_dir.parent / ".trl_pairs", ignore_errors=True)
         result = TrainResult(
             steps=schedule.steps, examples=len(pairs),
             tokens=step_log.rows[-1]["tokens"] if step_log.rows else 0, seconds=seconds,
