@@ -45,7 +45,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", default=None,
                    choices=["sppo", "sppo_single", "sppo_hard", "sigmoid", "ipo"],
                    help="preference loss (default: the config's, sppo)")
-    p.add_argument("--ranker", default=None, help="ranker (default: the config's)")
+    p.add_argument("--ranker", default=None,
+                   help="ranker (default: the config's): pairrm, pairrm:<dir>, reward:<model>, "
+                        "judge:<judge>, judge-single:<judge>, smollm-judge, smollm-pmi")
+    p.add_argument("--yes", action="store_true",
+                   help="accept the estimated cost of a paid judge without asking")
     p.add_argument("--limit", type=int, default=None,
                    help="benchmarks on their first N instructions only (smoke runs; marked as such "
                         "in provenance)")
@@ -137,6 +141,71 @@ def _add_reporting(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iter", type=int, required=True, help="iteration whose checkpoint gets the card")
 
 
+def _add_agreement(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "agreement", help="how often a ranker or judge agrees with published AlpacaEval preferences",
+        description="Score both outputs of each published annotation with the ranker, in the "
+                    "published order and swapped; report agreement with the annotator (95%% Wilson "
+                    "interval), consistency across orders and position bias.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ranker", required=True, help="any --ranker of `harness run`")
+    p.add_argument("--annotations", nargs="+", required=True, metavar="FILE",
+                   help="annotation files: paths, or mirrored ones such as "
+                        "alpaca_eval/annotations/alpaca-7b.json")
+    p.add_argument("--limit", type=int, default=None, help="a seeded sample of N decided pairs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample")
+    p.add_argument("--template", default="embedded:smollm2-135m", metavar="MODEL",
+                   help="tokenizer whose chat template renders prompts for rankers that use one "
+                        "(pairrm)")
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    p.add_argument("--yes", action="store_true", help="accept a paid judge's estimated cost")
+    p.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="local mirror of benchmark files (env SPPO_DATA_DIR)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _cmd_agreement(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from harness import agreement
+    from harness.provenance import package_versions
+    from harness.rank import check_ranker, get_ranker
+
+    _apply_common(args)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    check_ranker(args.ranker)
+    rows = [r for spec in args.annotations for r in agreement.load_annotations(spec)]
+    pairs = agreement.labelled_pairs(rows, args.limit, args.seed)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ranker = get_ranker(args.ranker, device=device, dtype=args.dtype, progress=not args.no_progress,
+                        policy_tokenizer=args.template, yes=args.yes)
+    result = {"ranker": ranker.name, **agreement.measure(ranker, pairs),
+              "annotator": sorted({str(r.get("annotator")) for r in pairs}),
+              "annotations": args.annotations, "limit": args.limit, "seed": args.seed,
+              "dtype": args.dtype, "ranker_details": dict(getattr(ranker, "details", {})),
+              "packages": package_versions()}
+    if args.out:
+        from harness.artifacts import write_json
+
+        write_json(args.out, result)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        lo, hi = result["agreement_ci95"]
+        print(f"{result['ranker']}: agreement {100 * result['agreement']:.1f}% "
+              f"[{100 * lo:.1f}, {100 * hi:.1f}] on n={result['n']} ({', '.join(result['annotator'])}); "
+              f"swapped {100 * result['agreement_swapped']:.1f}%, consistency "
+              f"{100 * result['consistency']:.1f}%, first position wins "
+              f"{100 * result['first_position_wins']:.1f}%")
+    return 0
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness import leaderboard
 
@@ -181,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_eval(sub)
     _add_reporting(sub)
+    _add_agreement(sub)
     return parser
 
 
@@ -218,7 +288,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(iters=args.iters, out=out, resume=args.resume, seed=args.seed,
                       generator=args.generator, progress=not args.no_progress,
                       launcher=args.launcher, num_processes=args.num_processes,
-                      accelerate_config=args.accelerate_config)
+                      accelerate_config=args.accelerate_config, yes=args.yes)
     if args.device:
         opts.device = args.device
     SPPORun(config, opts).run()
@@ -302,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "eval":
             return _cmd_eval(args)
-        commands = {"leaderboard": _cmd_leaderboard, "check": _cmd_check, "card": _cmd_card}
+        commands = {"leaderboard": _cmd_leaderboard, "check": _cmd_check, "card": _cmd_card,
+                    "agreement": _cmd_agreement}
         return commands[args.command](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -48,6 +48,7 @@ class RunOptions:
     launcher: str = "none"  # none | accelerate (training in num_processes processes)
     num_processes: int = 1
     accelerate_config: str | None = None  # shipped name (zero3, fsdp) or a file
+    yes: bool = False  # accept the cost of a paid judge without asking
 
 
 def _say(msg: str) -> None:
@@ -134,10 +135,14 @@ class SPPORun:
         model, tok = self._load_policy(path)
         return TransformersGenerator(model, tok, self.config.sampling.batch_size, self.opts.progress)
 
+    def _ranker_kwargs(self) -> dict[str, Any]:
+        return {"device": self.opts.device, "dtype": self.config.sampling.dtype,
+                "progress": self.opts.progress, "policy_tokenizer": self.config.model.source,
+                "yes": self.opts.yes}
+
     def _get_ranker(self) -> Ranker:
         if self._ranker is None:
-            self._ranker = get_ranker(self.config.ranker, device=self.opts.device,
-                                      dtype=self.config.sampling.dtype, progress=self.opts.progress)
+            self._ranker = get_ranker(self.config.ranker, **self._ranker_kwargs())
         return self._ranker
 
     def _check_prompt_lengths(self, prompts: list[Prompt], path: str) -> None:
@@ -193,16 +198,19 @@ class SPPORun:
         n = self._processes()
         if n > 1:
             name = self.config.ranker
-            scores = sharded.score(name, prompts, candidates, dtype=self.config.sampling.dtype,
-                                   device=self.opts.device, work=self.dir.iter_dir(t),
-                                   processes=n, config=self.opts.accelerate_config)
+            scores = sharded.score(name, prompts, candidates, self._ranker_kwargs(),
+                                   work=self.dir.iter_dir(t), processes=n,
+                                   config=self.opts.accelerate_config)
+            details: dict[str, Any] = {}
         else:
             ranker = self._get_ranker()
             name, scores = ranker.name, ranker.score(prompts, candidates)
+            details = dict(getattr(ranker, "details", {}))
         write_jsonl(self.dir.scores(t), (
             {"prompt_id": r["prompt_id"], "scores": s, "ranker": name}
             for r, s in zip(rows, scores, strict=True)))
-        return {"ranker": name, "ranker_dtype": self.config.sampling.dtype, "processes": n}
+        return {"ranker": name, "ranker_dtype": self.config.sampling.dtype, "processes": n,
+                **({"ranker_details": details} if details else {})}
 
     def _probabilities(self, t: int) -> dict[str, Any]:
         gens = read_jsonl(self.dir.generations(t))

@@ -39,10 +39,11 @@ def generate(model: str, prompts: list[Prompt], sampling: Sampling, *, dtype: st
     return [Generation(**g) for g in _run("generate", spec, work, processes, config)]
 
 
-def score(ranker: str, prompts: list[str], candidates: list[list[str]], *, dtype: str,
-          device: str, work: Path, processes: int, config: str | None = None) -> list[list[float]]:
-    spec = {"ranker": ranker, "prompts": prompts, "candidates": candidates, "dtype": dtype,
-            "device": device}
+def score(ranker: str, prompts: list[str], candidates: list[list[str]], ranker_kwargs: dict[str, Any],
+          *, work: Path, processes: int, config: str | None = None) -> list[list[float]]:
+    """``ranker_kwargs`` as :func:`harness.rank.get_ranker` takes them (``device`` included)."""
+    spec = {"ranker": ranker, "prompts": prompts, "candidates": candidates,
+            "ranker_kwargs": ranker_kwargs, "device": ranker_kwargs["device"]}
     return _run("rank", spec, work, processes, config)
 
 
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         mine = distributed.shard([Prompt(**p) for p in spec["prompts"]])
         result: list[Any] = [asdict(g) for g in gen.generate(mine, sampling)]
     else:
-        ranker = get_ranker(spec["ranker"], device=device, dtype=spec["dtype"], progress=False)
+        ranker = get_ranker(spec["ranker"], **{**spec["ranker_kwargs"], "device": device,
+                                               "progress": False})
         result = ranker.score(distributed.shard(spec["prompts"]),
                               distributed.shard(spec["candidates"]))
     result = distributed.gather(result)

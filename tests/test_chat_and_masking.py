@@ -78,7 +78,7 @@ def test_right_pad_layout() -> None:
 
 
 def test_yes_no_judge_batched_equals_one_by_one(tiny_model_dir: Path) -> None:
-    from harness.rank import YesNoJudgeRanker
+    from harness.rank.embedded import YesNoJudgeRanker
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -3,12 +3,13 @@
 
 import os
 
-from harness import rank
 from harness.models import load_model, load_tokenizer
+from harness.rank import register
+from harness.rank.embedded import PMIRanker
 
 
-@rank.register("tiny-pmi")
-def _tiny(device: str = "cpu", progress: bool = False, **_) -> rank.PMIRanker:
+@register("tiny-pmi")
+def _tiny(device: str = "cpu", progress: bool = False, **_) -> PMIRanker:
     path = os.environ["TINY_MODEL_DIR"]
-    return rank.PMIRanker(load_model(path, device=device), load_tokenizer(path), "tiny-pmi",
-                          progress=False)
+    return PMIRanker(load_model(path, device=device), load_tokenizer(path), "tiny-pmi",
+                     progress=False)

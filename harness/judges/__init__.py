@@ -1,6 +1,26 @@
-"""Judges used by benchmarks: a model that reads a judging prompt and returns a verdict.
+"""Judges: models that read a judging prompt and answer it, shared by benchmarks and rankers.
 
-``local``: any transformers chat model in-process (the embedded model by default on CPU), giving
-log-probability verdicts. OpenAI-compatible endpoints are reached through each benchmark's own
-official client code (e.g. alpaca_eval's annotators).
+- :mod:`~harness.judges.openai_client`: any OpenAI-compatible endpoint (bounded retries, backoff).
+- :mod:`~harness.judges.local`: any transformers chat model in-process (the embedded one on CPU).
+- :mod:`~harness.judges.cache`: every judgment cached on disk, so none is paid for twice.
+- :mod:`~harness.judges.cost`: the bill before a paid run, and ``--yes`` to accept it.
+
+Configs live in ``judge_configs/`` (see :mod:`~harness.judges.config`).
 """
+
+from __future__ import annotations
+
+from harness.judges.base import Judge
+from harness.judges.config import JudgeConfig, load_judge_config
+
+
+def get_judge(spec: str | JudgeConfig, device: str | None = None) -> Judge:
+    """A judge from a config name, YAML path, ``local[:<source>]`` or a loaded config."""
+    cfg = spec if isinstance(spec, JudgeConfig) else load_judge_config(spec)
+    if cfg.kind == "local":
+        from harness.judges.local import get_local_judge
+
+        return get_local_judge(cfg.model, cfg.dtype, device)
+    from harness.judges.openai_client import OpenAIJudge
+
+    return OpenAIJudge(cfg)

@@ -1,12 +1,8 @@
-"""Rank stage: a ranker maps (prompt, K responses) to K scores, higher = better.
+"""Offline rankers built on the embedded SmolLM2-135M-Instruct (the CPU default).
 
-Rankers are looked up by name (``--ranker``). This module ships two offline rankers built on the
-embedded SmolLM2-135M-Instruct; PairRM, reward models and LLM judges plug in through
-:func:`register`.
-
-``smollm-judge`` (the CPU default): the model reads the instruction and the response (cut to 384
-tokens) in :data:`JUDGE_TEMPLATE` and is asked whether the response is a helpful, correct and
-complete answer; score = log p("Yes") − log p("No") for its next token. Pointwise, so order-free.
+``smollm-judge``: the model reads the instruction and the response (cut to 384 tokens) in
+:data:`JUDGE_TEMPLATE` and is asked whether the response is a helpful, correct and complete
+answer; score = log p("Yes") − log p("No") for its next token. Pointwise, so order-free.
 
 ``smollm-pmi``: pointwise mutual information of response and instruction,
 log p(y | chat(x)) − log p(y | chat("")), summed over response tokens and EOS. Strongly
@@ -15,49 +11,12 @@ length-biased (see the README's agreement table); kept for comparison.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
-
 from tqdm.auto import tqdm
 
 from harness.errors import ConfigError
 from harness.generate import chat_prompt
 from harness.logprobs import batched_logps, next_token_logprobs
-
-
-class Ranker(Protocol):
-    name: str
-
-    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
-        """``scores[i][k]`` for candidate k of prompt i."""
-        ...
-
-
-_REGISTRY: dict[str, Callable[..., Ranker]] = {}
-
-
-def register(name: str) -> Callable[[Callable[..., Ranker]], Callable[..., Ranker]]:
-    def deco(factory: Callable[..., Ranker]) -> Callable[..., Ranker]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
-
-
-def check_ranker(name: str) -> None:
-    """Fail early, before any work, on a ranker name that cannot be built."""
-    if name == "pairrm":
-        raise ConfigError(
-            "ranker 'pairrm' (llm-blender) is not available in this version of the harness; "
-            "use --ranker smollm-judge"
-        )
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown ranker {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-
-
-def get_ranker(name: str, **kwargs) -> Ranker:
-    check_ranker(name)
-    return _REGISTRY[name](**kwargs)
+from harness.rank import Ranker, register, split_flat
 
 
 class PMIRanker:
@@ -90,11 +49,7 @@ class PMIRanker:
         bar.update(1)
         bar.close()
         flat = [c[0] - b[0] for c, b in zip(cond, base, strict=True)]
-        out, i = [], 0
-        for cands in candidates:
-            out.append(flat[i : i + len(cands)])
-            i += len(cands)
-        return out
+        return split_flat(flat, candidates)
 
 
 class YesNoJudgeRanker:
@@ -126,11 +81,7 @@ class YesNoJudgeRanker:
                                        [self.yes, self.no], batch_size=self.batch_size,
                                        progress=self.progress, desc=f"rank ({self.name})")
         flat = (lp[:, 0] - lp[:, 1]).tolist()
-        out, i = [], 0
-        for cands in candidates:
-            out.append(flat[i : i + len(cands)])
-            i += len(cands)
-        return out
+        return split_flat(flat, candidates)
 
 
 JUDGE_TEMPLATE = (

@@ -1,0 +1,78 @@
+"""Judge configs: one YAML per judge in ``judge_configs/`` (or any YAML path), strictly validated.
+
+A judge is named on the command line by its config name (``gpt-4-1106-preview``), a YAML path,
+``local`` (the embedded model in-process) or ``local:<model source>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.config import format_validation_error
+from harness.errors import ConfigError
+
+JUDGE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "judge_configs"
+
+
+class Price(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
+    output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+
+
+class JudgeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["openai", "local"] = "openai"
+    model: str = Field(description="model name sent to the endpoint, or the local model source")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint; None = api.openai.com")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the "
+                                    "key (None: the endpoint needs none, e.g. a local vLLM server)")
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(1024, ge=1)
+    logprobs: bool = False
+    top_logprobs: int = Field(0, ge=0, le=20)
+    concurrency: int = Field(8, ge=1)
+    max_retries: int = Field(6, ge=0, description="retries per request on 429/5xx/timeouts")
+    backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles per retry, jittered")
+    max_backoff_s: float = Field(60.0, ge=0)
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
+    price: Price = Price()
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"  # local judges only
+    batch_size: int = Field(4, ge=1)  # local judges only
+
+    @property
+    def paid(self) -> bool:
+        return self.price.input_per_mtok > 0 or self.price.output_per_mtok > 0
+
+
+def load_judge_config(spec: str, **overrides: object) -> JudgeConfig:
+    """``spec``: a name in ``judge_configs/``, a YAML path, ``local`` or ``local:<source>``."""
+    if spec == "local" or spec.startswith("local:"):
+        raw: dict = {"kind": "local", "model": spec.partition(":")[2] or "embedded:smollm2-135m"}
+        origin = spec
+    else:
+        path = Path(spec)
+        if path.suffix not in (".yaml", ".yml"):
+            path = JUDGE_CONFIG_DIR / f"{spec}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in JUDGE_CONFIG_DIR.glob("*.yaml")))
+            raise ConfigError(f"unknown judge {spec!r}; known: {known}, local, local:<model> "
+                              "(or a YAML path)")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        origin = str(path)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return JudgeConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, origin)) from None

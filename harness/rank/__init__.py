@@ -1,0 +1,85 @@
+"""Rank stage: a ranker maps (prompt, K responses) to K scores, higher = better.
+
+Rankers are named on the command line (``--ranker``):
+
+- ``pairrm`` / ``pairrm:<dir or hub id>``: PairRM through llm-blender (:mod:`.pairrm`), the
+  official SPPO ranker; batched, same scores as llm-blender's batch size 1.
+- ``reward:<model>``: any Hugging Face sequence-classification reward model (:mod:`.reward_model`).
+- ``judge:<judge>``: an LLM judge, pairwise or pointwise (:mod:`.judge`), any judge config.
+- ``smollm-judge`` / ``smollm-pmi``: offline rankers on the embedded model (:mod:`.embedded`).
+
+A plugin adds one with :func:`register` (see :mod:`harness.plugins`). Scores feed
+:mod:`harness.probabilities`, which turns score differences into win probabilities, so a ranker's
+scores should be on a log-odds scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from harness.errors import ConfigError
+
+
+class Ranker(Protocol):
+    name: str
+
+    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        """``scores[i][k]`` for candidate k of prompt i."""
+        ...
+
+
+_REGISTRY: dict[str, Callable[..., Ranker]] = {}
+_CHECKS: dict[str, Callable[[str], None]] = {}
+
+
+def register(name: str, check: Callable[[str], None] | None = None
+             ) -> Callable[[Callable[..., Ranker]], Callable[..., Ranker]]:
+    """Register a ranker factory. A name ending in ``:`` takes an argument (``reward:<model>``);
+    ``check(argument)`` runs before any work to fail early on what cannot work."""
+    def deco(factory: Callable[..., Ranker]) -> Callable[..., Ranker]:
+        _REGISTRY[name] = factory
+        if check:
+            _CHECKS[name] = check
+        return factory
+
+    return deco
+
+
+def _lookup(name: str) -> tuple[str, str | None]:
+    if name in _REGISTRY:
+        return name, None
+    prefix, sep, arg = name.partition(":")
+    if sep and f"{prefix}:" in _REGISTRY:
+        if not arg:
+            raise ConfigError(f"ranker {name!r}: give what follows '{prefix}:'")
+        return f"{prefix}:", arg
+    known = ", ".join(sorted(k + ("<…>" if k.endswith(":") else "") for k in _REGISTRY))
+    raise ConfigError(f"unknown ranker {name!r}; available: {known}")
+
+
+def check_ranker(name: str) -> None:
+    """Fail early, before any work, on a ranker that cannot be built."""
+    key, arg = _lookup(name)
+    if key in _CHECKS:
+        _CHECKS[key](arg or "")
+
+
+def get_ranker(name: str, **kwargs: Any) -> Ranker:
+    """Build a ranker. Keyword arguments every factory accepts: ``device``, ``dtype``,
+    ``progress`` and ``policy_tokenizer`` (the policy's tokenizer, for chat templates)."""
+    key, arg = _lookup(name)
+    return _REGISTRY[key](arg, **kwargs) if arg is not None else _REGISTRY[key](**kwargs)
+
+
+def split_flat(flat: list[float], candidates: list[list[str]]) -> list[list[float]]:
+    """Cut a flat list of per-candidate scores back into one list per prompt."""
+    out, i = [], 0
+    for cands in candidates:
+        out.append(flat[i : i + len(cands)])
+        i += len(cands)
+    return out
+
+
+# the built-in rankers register themselves on import
+from harness.rank import embedded, judge, pairrm, reward_model  # noqa: E402, F401
