@@ -72,12 +72,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a checkpoint or hub model on a benchmark, outside any run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("benchmark", choices=["alpaca_eval", "open_llm"], help="benchmark to run")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="checkpoint directory, hub id, or embedded:smollm2-135m")
-    src.add_argument("--from-annotations", type=Path, metavar="FILE",
-                     help="alpaca_eval: re-score an annotations.json (published ones included) "
-                          "without calling any judge")
+    p.add_argument("benchmark", choices=["alpaca_eval", "mt_bench", "open_llm"], help="benchmark to run")
+    p.add_argument("--model", help="checkpoint directory, hub id, or embedded:smollm2-135m "
+                                   "(with --from-judgments: the model name to report)")
+    p.add_argument("--from-annotations", type=Path, metavar="FILE",
+                   help="alpaca_eval: re-score an annotations.json (published ones included) "
+                        "without calling any judge")
+    p.add_argument("--from-judgments", type=Path, metavar="FILE",
+                   help="mt_bench: re-aggregate a FastChat model_judgment/<judge>_single.jsonl "
+                        "(published ones included) without calling any judge")
     p.add_argument("--version", choices=["v1"], default="v1",
                    help="open_llm: leaderboard version (v2 is not available yet)")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
@@ -88,16 +91,23 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--annotator", default="weighted_alpaca_eval_gpt4_turbo",
                    help="alpaca_eval: annotator config, or 'local' (in-process judge)")
-    p.add_argument("--judge", default="embedded:smollm2-135m",
-                   help="the model behind --annotator local")
+    p.add_argument("--judge", default=None,
+                   help="alpaca_eval: the model behind --annotator local (default "
+                        "embedded:smollm2-135m); mt_bench: a judge config (judge_configs/), YAML "
+                        "or local[:<model>] (default gpt-4, the official judge)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="mt_bench: write the judge requests and the cost estimate; call no judge")
+    p.add_argument("--yes", action="store_true", help="accept a paid judge's estimated cost")
     p.add_argument("--limit", type=int, default=None,
-                   help="first N instructions (alpaca_eval) or examples per (sub)task (open_llm)")
+                   help="first N instructions (alpaca_eval), questions per category (mt_bench) or "
+                        "examples per (sub)task (open_llm)")
     p.add_argument("--name", default=None, help="model name in outputs (default: from --model)")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: evals/<name>/<benchmark>)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--max-new-tokens", type=int, default=2048)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="answer length (default 2048; mt_bench: 1024, as FastChat)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size")
@@ -318,6 +328,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         metrics = alpaca_eval.score(read_json(args.from_annotations), files, reason)
         _print_metrics(metrics, args.json)
         return 0
+    if args.from_judgments:
+        if args.benchmark != "mt_bench":
+            raise ConfigError("--from-judgments is for mt_bench")
+        return _mt_bench_from_judgments(args)
+    if not args.model:
+        raise ConfigError("give --model (or --from-annotations / --from-judgments)")
     import torch
 
     from harness.generate import Sampling, TransformersGenerator, VLLMGenerator, vllm_available
@@ -328,7 +344,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from harness.benchmarks import open_llm
 
         open_llm.selected_tasks(args.tasks)  # refuse bad names before loading the model
-    else:
+    elif args.benchmark == "alpaca_eval":
         alpaca_eval.check_annotator(args.annotator)
     path = resolve_source(args.model)
     name = args.name or Path(args.model.split(":")[-1]).name
@@ -344,7 +360,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         _print_metrics({k: v for k, v in result["metrics"].items() if k != "tasks"}, args.json)
         print(f"results: {out / 'results.json'}", file=sys.stderr)
         return 0
-    sampling = Sampling((args.seed,), args.temperature, args.top_p, args.max_new_tokens)
+    if args.benchmark == "mt_bench":
+        return _mt_bench(args, path, name, out, device)
+    sampling = Sampling((args.seed,), args.temperature, args.top_p, args.max_new_tokens or 2048)
 
     def answer(instructions: list[str]) -> list[str]:
         tok = load_tokenizer(path, args.trust_remote_code)
@@ -357,10 +375,55 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return [g.responses[0] for g in gen.generate(prompts, sampling)]
 
     result = alpaca_eval.evaluate(name, path, answer, sampling.as_dict(), out,
-                                  annotator=args.annotator, limit=args.limit, judge=args.judge,
+                                  annotator=args.annotator, limit=args.limit,
+                                  judge=args.judge or "embedded:smollm2-135m",
                                   dtype=args.dtype)
     _print_metrics(result["metrics"], args.json)
     print(f"results: {out / 'results.json'}", file=sys.stderr)
+    return 0
+
+
+def _mt_bench_from_judgments(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.benchmarks import mt_bench
+
+    if not args.from_judgments.is_file():
+        raise ConfigError(f"--from-judgments {args.from_judgments}: no such file")
+    per_model = mt_bench.aggregate(mt_bench.read_judgments(args.from_judgments), args.model)
+    if args.json:
+        print(json.dumps(per_model))
+        return 0
+    print(f"MT-Bench (single, {args.from_judgments}); scores 1-10, -1 ratings dropped")
+    print(f"{'model':40s} {'turn 1':>7s} {'turn 2':>7s} {'average':>8s} {'n':>4s} {'parse fail':>10s}")
+    for model, m in sorted(per_model.items(), key=lambda kv: -(kv[1]["score"] or 0)):
+        cells = [f"{m[k]:7.4f}" if m[k] is not None else f"{'-':>7s}" for k in ("turn_1", "turn_2")]
+        avg = f"{m['score']:8.4f}" if m["score"] is not None else f"{'-':>8s}"
+        print(f"{model:40s} {cells[0]} {cells[1]} {avg} {m['n_judgments']:4d} {m['parse_failures']:10d}")
+    return 0
+
+
+def _mt_bench(args: argparse.Namespace, path: str, name: str, out: Path, device: str) -> int:
+    from harness.benchmarks import mt_bench
+    from harness.judges.config import load_judge_config
+    from harness.judges.local import chat_function
+
+    judge = args.judge or mt_bench.OFFICIAL_JUDGE
+    cfg = load_judge_config(judge)  # refuse a bad judge before loading the model
+    if cfg.kind == "openai" and not args.dry_run:
+        from harness.judges.openai_client import api_key
+
+        api_key(cfg)
+    chat = chat_function(path, args.dtype, device, args.batch_size, not args.no_progress)
+    result = mt_bench.evaluate(name, chat, out, judge=judge, limit=args.limit,
+                               max_new_tokens=args.max_new_tokens or mt_bench.MAX_NEW_TOKENS,
+                               yes=args.yes, dry_run=args.dry_run, device=device,
+                               provenance={"model": path, "dtype": args.dtype})
+    if not args.dry_run:
+        metrics = dict(result["metrics"])
+        categories = metrics.pop("categories")
+        _print_metrics({**metrics, **{f"category/{k}": v for k, v in categories.items()}}, args.json)
+        print(f"results: {out / 'results.json'}", file=sys.stderr)
     return 0
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.errors import ConfigError
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class _Strict(BaseModel):
@@ -102,6 +102,13 @@ class AlpacaEvalConfig(_Strict):
     decoding: DecodingOverride = DecodingOverride()
 
 
+class MTBenchConfig(_Strict):
+    judge: str = Field("gpt-4", description="a judge config in judge_configs/, a YAML path, or "
+                                            "local[:<model>] (official: gpt-4)")
+    limit: int | None = Field(None, ge=1, description="first N questions of each category (smoke runs)")
+    max_new_tokens: int = Field(1024, ge=1, description="answer length per turn (FastChat: 1024)")
+
+
 V1Task = Literal["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k"]
 
 
@@ -113,8 +120,10 @@ class OpenLLMConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    benchmarks: list[Literal["win_rate_vs_base", "alpaca_eval", "open_llm"]] = ["win_rate_vs_base"]
+    benchmarks: list[Literal["win_rate_vs_base", "alpaca_eval", "mt_bench", "open_llm"]] = [
+        "win_rate_vs_base"]
     alpaca_eval: AlpacaEvalConfig = AlpacaEvalConfig()
+    mt_bench: MTBenchConfig = MTBenchConfig()
     open_llm: OpenLLMConfig = OpenLLMConfig()
 
 
@@ -133,7 +142,7 @@ class RunConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not _SAFE_NAME.match(v):
+        if not SAFE_NAME.match(v):
             raise ValueError(f"{v!r} is not a safe name (letters, digits, '.', '_', '-')")
         return v
 
@@ -173,7 +182,7 @@ def resolve_config_path(base: str) -> Path:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         return path
-    if not _SAFE_NAME.match(base):
+    if not SAFE_NAME.match(base):
         raise ConfigError(f"--base {base!r} is not a model config name")
     path = MODEL_CONFIG_DIR / f"{base}.yaml"
     if not path.is_file():
@@ -182,17 +191,23 @@ def resolve_config_path(base: str) -> Path:
     return path
 
 
-def load_config(
-    base: str, profile: str = "full", overrides: dict[str, Any] | None = None
-) -> RunConfig:
-    """Load ``base`` (name or YAML path), apply ``profile`` then ``overrides``, and validate."""
-    path = resolve_config_path(base)
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping, or a ConfigError naming the file."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_config(
+    base: str, profile: str = "full", overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Load ``base`` (name or YAML path), apply ``profile`` then ``overrides``, and validate."""
+    path = resolve_config_path(base)
+    raw = read_yaml_mapping(path)
     profiles = raw.pop("profiles", {}) or {}
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: profiles: expected a mapping of profile name to overrides")

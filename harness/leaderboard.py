@@ -25,12 +25,17 @@ from harness.results import HEADLINE, Cell, describe_key, label, protocol_key, r
 PUBLISHED = Path(__file__).resolve().parent.parent / "leaderboards" / "published_sppo.csv"
 # Published metric names → the harness's; the protocol each official benchmark used.
 PUBLISHED_METRICS = {("alpaca_eval_2.0", "lc_win_rate"): ("alpaca_eval", "length_controlled_winrate"),
-                     ("alpaca_eval_2.0", "win_rate"): ("alpaca_eval", "win_rate")}
+                     ("alpaca_eval_2.0", "win_rate"): ("alpaca_eval", "win_rate"),
+                     ("mt_bench", "mt_bench_overall"): ("mt_bench", "score"),
+                     ("mt_bench", "mt_bench_turn1"): ("mt_bench", "turn_1"),
+                     ("mt_bench", "mt_bench_turn2"): ("mt_bench", "turn_2")}
 NOT_HEADLINE = {"avg_length"}
 OFFICIAL_PROTOCOL = {
     "alpaca_eval": ("2.0", {"annotator": "weighted_alpaca_eval_gpt4_turbo", "judge": "gpt-4-1106-preview",
                             "baseline": "gpt4_1106_preview", "n_examples": 805, "limit": None,
                             "profile": "full"}),
+    "mt_bench": ("fastchat-0e6d3e4", {"judge": "openai:gpt-4", "n_examples": 80, "limit": None,
+                                      "profile": "full"}),
 }
 
 

@@ -332,6 +332,23 @@ class SPPORun:
         m = result["metrics"]
         return {k: m[k] for k in ("win_rate", "standard_error", "length_controlled_winrate")}
 
+    def _mt_bench(self, t: int) -> dict[str, Any]:
+        from harness.benchmarks import mt_bench
+        from harness.judges.local import chat_function
+
+        cfg = self.config.evaluation.mt_bench
+        name = f"{self.config.name}-sppo-iter{t}" if t else self.config.name
+        chat = chat_function(self.policy_path(t), self.config.sampling.dtype, self.opts.device,
+                             self.config.sampling.batch_size, self.opts.progress)
+        result = mt_bench.evaluate(
+            name, chat, self.dir.eval_dir(t, mt_bench.NAME), judge=cfg.judge, limit=cfg.limit,
+            max_new_tokens=cfg.max_new_tokens, yes=self.opts.yes, device=self.opts.device,
+            provenance={"model": self.policy_path(t), "iteration": t, "profile": self.config.profile,
+                        "dtype": self.config.sampling.dtype, "base_config": self.config.name,
+                        "git_sha": self.dir.meta.get("git_sha"), "packages": self.dir.meta.get("packages")})
+        m = result["metrics"]
+        return {k: m[k] for k in ("score", "turn_1", "turn_2", "parse_failures")}
+
     def _open_llm(self, t: int) -> dict[str, Any]:
         from harness.benchmarks import open_llm
 
@@ -368,6 +385,14 @@ class SPPORun:
             from harness.benchmarks import alpaca_eval
 
             alpaca_eval.check_annotator(self.config.evaluation.alpaca_eval.annotator)
+        if "mt_bench" in self.config.evaluation.benchmarks:
+            from harness.judges.config import load_judge_config
+
+            judge = load_judge_config(self.config.evaluation.mt_bench.judge)
+            if judge.kind == "openai":
+                from harness.judges.openai_client import api_key
+
+                api_key(judge)
         self._open()
         with self.dir.lock():
             self.base_path = resolve_source(self.config.model.source)
@@ -377,6 +402,8 @@ class SPPORun:
             benchmarks = self.config.evaluation.benchmarks
             if "alpaca_eval" in benchmarks:
                 self._stage("iter-0", "eval/alpaca_eval", lambda: self._alpaca_eval(0))
+            if "mt_bench" in benchmarks:
+                self._stage("iter-0", "eval/mt_bench", lambda: self._mt_bench(0))
             if "open_llm" in benchmarks:
                 self._stage("iter-0", "eval/open_llm", lambda: self._open_llm(0))
             n = self.opts.iters
@@ -394,6 +421,8 @@ class SPPORun:
                                   lambda t=t: self._evaluate(t, heldout)))
                 if "alpaca_eval" in benchmarks:
                     steps.append(("eval/alpaca_eval", lambda t=t: self._alpaca_eval(t)))
+                if "mt_bench" in benchmarks:
+                    steps.append(("eval/mt_bench", lambda t=t: self._mt_bench(t)))
                 if "open_llm" in benchmarks:
                     steps.append(("eval/open_llm", lambda t=t: self._open_llm(t)))
                 for name, fn in steps:

@@ -24,6 +24,11 @@ HEADLINE: dict[str, list[tuple[str, str | None, str]]] = {
         ("length_controlled_winrate", "lc_standard_error", "AlpacaEval 2.0 LC (%)"),
         ("win_rate", "standard_error", "AlpacaEval 2.0 WR (%)"),
     ],
+    "mt_bench": [
+        ("score", "standard_error", "MT-Bench (1-10)"),
+        ("turn_1", None, "MT-Bench turn 1"),
+        ("turn_2", None, "MT-Bench turn 2"),
+    ],
     "open_llm": [
         ("average", None, "Open LLM v1 avg (%)"),
         ("arc_challenge", "arc_challenge_stderr", "ARC-C 25-shot (%)"),

@@ -92,9 +92,9 @@ def test_pair_value_reads_logodds_at_the_verdict_token_or_falls_back_to_text() -
 
 
 @pytest.mark.parametrize(("text", "rating"), [("Rating: [[7]]", 7.0), ("[[8.5]] overall", 8.5),
-                                              ("score [6] only", 6.0), ("no score", None),
+                                              ("score [6] only", 6.0), ("no score", -1.0),
                                               ("[[3]] then [[9]]", 3.0)])
-def test_rating_parse_as_fastchat(text: str, rating: float | None) -> None:
+def test_rating_parse_as_fastchat(text: str, rating: float) -> None:
     assert parse_rating(text) == rating
 
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.config import format_validation_error
+from harness.config import SAFE_NAME, format_validation_error, read_yaml_mapping
 from harness.errors import ConfigError
 
 JUDGE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "judge_configs"
@@ -57,19 +56,14 @@ def load_judge_config(spec: str, **overrides: object) -> JudgeConfig:
         raw: dict = {"kind": "local", "model": spec.partition(":")[2] or "embedded:smollm2-135m"}
         origin = spec
     else:
-        path = Path(spec)
-        if path.suffix not in (".yaml", ".yml"):
-            path = JUDGE_CONFIG_DIR / f"{spec}.yaml"
-        if not path.is_file():
+        path: Path | None = Path(spec)
+        if path.suffix not in (".yaml", ".yml"):  # a config name, never a path in disguise
+            path = JUDGE_CONFIG_DIR / f"{spec}.yaml" if SAFE_NAME.match(spec) else None
+        if path is None or not path.is_file():
             known = ", ".join(sorted(p.stem for p in JUDGE_CONFIG_DIR.glob("*.yaml")))
             raise ConfigError(f"unknown judge {spec!r}; known: {known}, local, local:<model> "
                               "(or a YAML path)")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        raw = read_yaml_mapping(path)
         origin = str(path)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -132,3 +132,18 @@ class LocalJudge:
 def get_local_judge(source: str = DEFAULT_JUDGE, dtype: str = "bfloat16",
                     device: str | None = None) -> LocalJudge:
     return LocalJudge(source, dtype, device)
+
+
+def chat_function(source: str, dtype: str = "bfloat16", device: str | None = None, batch_size: int = 8,
+                  progress: bool = True):
+    """A chat model under test as ``requests -> {id: reply}`` (benchmarks that generate multi-turn
+    answers, e.g. MT-Bench), loaded once on first use."""
+    model: list[LocalJudge] = []
+
+    def chat(requests: list[JudgeRequest]) -> dict[str, str]:
+        if not model:
+            model.append(LocalJudge(source, dtype, device, batch_size))
+        batch = model[0].complete(requests, progress=progress)
+        return {rid: j.text for rid, j in batch.judgments.items()}
+
+    return chat

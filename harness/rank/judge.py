@@ -16,14 +16,12 @@ responses (pointwise); how many is kept in :attr:`details` and printed. Judgment
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import re
 import sys
 from typing import Any
 
-from harness import datafiles
+from harness.benchmarks.mt_bench import judge_prompt, parse_rating
 from harness.judges import get_judge
 from harness.judges.base import Decoding, JudgeRequest, Judgment
 from harness.judges.cache import JudgmentCache, judge_cached
@@ -31,27 +29,7 @@ from harness.judges.config import JudgeConfig, load_judge_config
 from harness.judges.cost import confirm, estimate
 from harness.rank import Ranker, register
 
-PROMPTS_FILE = "mt_bench/judge_prompts.jsonl"
 DECISIVE = math.log(19.0)  # a stated winner without log-probabilities: p = 0.95
-_RATING = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"\[(\d+\.?\d*)\]"))  # FastChat's patterns
-
-
-@functools.cache
-def judge_prompt(name: str) -> dict[str, Any]:
-    """One of FastChat's MT-Bench judge prompts (system prompt, template, output format)."""
-    for line in datafiles.fetch(PROMPTS_FILE).read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if row["name"] == name:
-            return row
-    raise KeyError(f"{PROMPTS_FILE} has no prompt {name!r}")
-
-
-def parse_rating(text: str) -> float | None:
-    for pattern in _RATING:
-        m = pattern.search(text)
-        if m:
-            return float(m.group(1))
-    return None
 
 
 def pair_value(j: Judgment) -> float | None:
@@ -142,10 +120,10 @@ class JudgeRanker:
                 out.append([sum(c[i][j] - c[j][i] for j in range(k)) / k for i in range(k)])
             else:
                 ratings = [parse_rating(got[f"{n}/{i}"].text) for i in range(k)]
-                known = [r for r in ratings if r is not None]
+                known = [r for r in ratings if r != -1]
                 fill = sum(known) / len(known) if known else 0.0
                 bad += len(ratings) - len(known)
-                out.append([fill if r is None else r for r in ratings])
+                out.append([fill if r == -1 else r for r in ratings])
         self.details.update(judgments=len(reqs), unparseable=bad)
         if bad:
             print(f"{self.name}: {bad} of {len(reqs)} verdicts did not parse (counted as "

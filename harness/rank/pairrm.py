@@ -158,6 +158,7 @@ class PairRMRanker:
         self.progress = progress
         self.details: dict[str, Any] = {
             "dtype": str(next(blender.ranker.parameters()).dtype).removeprefix("torch."),
+            "batch_size": batch_size,
             "source_maxlength": blender.ranker_config.source_maxlength,
             "candidate_maxlength": blender.ranker_config.candidate_maxlength,
         }
@@ -235,11 +236,13 @@ def _check(arg: str) -> None:
 
 
 def _build(source: str = HUB_ID, device: str = "cpu", progress: bool = True,
-           policy_tokenizer: str | None = None, batch_size: int = 16, **_: object) -> Ranker:
+           policy_tokenizer: str | None = None, batch_size: int | None = None, **_: object) -> Ranker:
     from harness.models import load_tokenizer, resolve_source
 
     tok = load_tokenizer(resolve_source(policy_tokenizer)) if policy_tokenizer else None
     name = "pairrm" if source == HUB_ID else f"pairrm:{source}"
+    if batch_size is None:  # a CPU is saturated by one sequence (bench/rank_throughput.py); a GPU is not
+        batch_size = 1 if str(device).startswith("cpu") else 16
     return PairRMRanker(load_blender(source, device), tok, name, batch_size, progress)
 
 
