@@ -42,17 +42,27 @@ def load_annotations(spec: str) -> list[dict[str, Any]]:
     return rows
 
 
-def labelled_pairs(rows: list[dict[str, Any]], limit: int | None = None, seed: int = 0
-                   ) -> list[dict[str, Any]]:
-    """Rows with a decided preference (label 1 or 2); a seeded sample of ``limit`` of them."""
+def labelled_pairs(rows: list[dict[str, Any]], limit: int | None = None, seed: int = 0,
+                   balanced: bool = False) -> list[dict[str, Any]]:
+    """Rows with a decided preference (label 1 or 2); a seeded sample of ``limit`` of them.
+
+    ``balanced``: as many pairs of each label (the rarer label's count, or ``limit`` / 2), so that
+    always picking one side scores 50 % (published files are dominated by baseline wins).
+    """
     pairs = []
     for r in rows:
         pref = r["preference"]
         if pref is None or (isinstance(pref, float) and math.isnan(pref)) or float(pref) == 1.5:
             continue
         pairs.append({**r, "label": 2 if float(pref) > 1.5 else 1})
-    if limit is not None and limit < len(pairs):
-        pairs = random.Random(seed).sample(pairs, limit)
+    rng = random.Random(seed)
+    if balanced:
+        sides = [[p for p in pairs if p["label"] == label] for label in (1, 2)]
+        each = min(len(sides[0]), len(sides[1]), limit // 2 if limit is not None else len(pairs))
+        pairs = rng.sample(sides[0], each) + rng.sample(sides[1], each)
+        rng.shuffle(pairs)
+    elif limit is not None and limit < len(pairs):
+        pairs = rng.sample(pairs, limit)
     return pairs
 
 

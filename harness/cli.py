@@ -164,6 +164,9 @@ def _add_agreement(sub: argparse._SubParsersAction) -> None:
                         "alpaca_eval/annotations/alpaca-7b.json")
     p.add_argument("--limit", type=int, default=None, help="a seeded sample of N decided pairs")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample")
+    p.add_argument("--balanced", action="store_true",
+                   help="as many pairs the annotator decided for each side (always picking one "
+                        "side then scores 50%%)")
     p.add_argument("--template", default="embedded:smollm2-135m", metavar="MODEL",
                    help="tokenizer whose chat template renders prompts for rankers that use one "
                         "(pairrm)")
@@ -191,13 +194,14 @@ def _cmd_agreement(args: argparse.Namespace) -> int:
         raise ConfigError("--limit must be at least 1")
     check_ranker(args.ranker)
     rows = [r for spec in args.annotations for r in agreement.load_annotations(spec)]
-    pairs = agreement.labelled_pairs(rows, args.limit, args.seed)
+    pairs = agreement.labelled_pairs(rows, args.limit, args.seed, args.balanced)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ranker = get_ranker(args.ranker, device=device, dtype=args.dtype, progress=not args.no_progress,
                         policy_tokenizer=args.template, yes=args.yes)
     result = {"ranker": ranker.name, **agreement.measure(ranker, pairs),
               "annotator": sorted({str(r.get("annotator")) for r in pairs}),
               "annotations": args.annotations, "limit": args.limit, "seed": args.seed,
+              "balanced": args.balanced,
               "dtype": args.dtype, "ranker_details": dict(getattr(ranker, "details", {})),
               "packages": package_versions()}
     if args.out:
@@ -212,7 +216,8 @@ def _cmd_agreement(args: argparse.Namespace) -> int:
               f"[{100 * lo:.1f}, {100 * hi:.1f}] on n={result['n']} ({', '.join(result['annotator'])}); "
               f"swapped {100 * result['agreement_swapped']:.1f}%, consistency "
               f"{100 * result['consistency']:.1f}%, first position wins "
-              f"{100 * result['first_position_wins']:.1f}%")
+              f"{100 * result['first_position_wins']:.1f}%; the annotator preferred the second "
+              f"output in {100 * result['judge_prefers_output_2']:.1f}% of these pairs")
     return 0
 
 

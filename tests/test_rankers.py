@@ -204,6 +204,12 @@ def test_agreement_on_published_annotations_against_a_direct_count() -> None:
     assert got["first_position_wins"] == pytest.approx(0.5)
     lo, hi = got["agreement_ci95"]
     assert lo < got["agreement"] < hi and (lo, hi) == wilson(direct + ties / 2, 200)
+    balanced = labelled_pairs(rows, limit=20, seed=3, balanced=True)
+    assert len(balanced) == 20 and sum(p["label"] == 2 for p in balanced) == 10
+    everything = labelled_pairs(rows, balanced=True)  # the rarer side sets the size
+    n_rare = sum(float(r["preference"]) > 1.5 for r in rows)
+    assert len(everything) == 2 * n_rare
+    assert measure(_FirstWins(), balanced)["agreement"] == 0.5
     biased = measure(_FirstWins(), pairs)
     assert biased["first_position_wins"] == 1.0 and biased["consistency"] == 0.0
     assert biased["agreement"] + biased["agreement_swapped"] == pytest.approx(1.0)
