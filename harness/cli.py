@@ -410,15 +410,12 @@ def _mt_bench_from_judgments(args: argparse.Namespace) -> int:
 
 def _mt_bench(args: argparse.Namespace, path: str, name: str, out: Path, device: str) -> int:
     from harness.benchmarks import mt_bench
-    from harness.judges.config import load_judge_config
+    from harness.judges import check_judge, load_judge_config
     from harness.judges.local import chat_function
 
     judge = args.judge or mt_bench.OFFICIAL_JUDGE
-    cfg = load_judge_config(judge)  # refuse a bad judge before loading the model
-    if cfg.kind == "openai" and not args.dry_run:
-        from harness.judges.openai_client import api_key
-
-        api_key(cfg)
+    # refuse a bad judge before loading the model (a dry run needs no key)
+    (load_judge_config if args.dry_run else check_judge)(judge)
     chat = chat_function(path, args.dtype, device, args.batch_size, not args.no_progress)
     result = mt_bench.evaluate(name, chat, out, judge=judge, limit=args.limit,
                                max_new_tokens=args.max_new_tokens or mt_bench.MAX_NEW_TOKENS,

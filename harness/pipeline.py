@@ -386,13 +386,9 @@ class SPPORun:
 
             alpaca_eval.check_annotator(self.config.evaluation.alpaca_eval.annotator)
         if "mt_bench" in self.config.evaluation.benchmarks:
-            from harness.judges.config import load_judge_config
+            from harness.judges import check_judge
 
-            judge = load_judge_config(self.config.evaluation.mt_bench.judge)
-            if judge.kind == "openai":
-                from harness.judges.openai_client import api_key
-
-                api_key(judge)
+            check_judge(self.config.evaluation.mt_bench.judge)
         self._open()
         with self.dir.lock():
             self.base_path = resolve_source(self.config.model.source)

@@ -205,3 +205,19 @@ def test_end_to_end_with_a_local_judge(tiny_model_dir: Path, tmp_path: Path, mon
     assert len(rows) == metrics["n_judgments"] == 16
     assert metrics["parse_failures"] == sum(mt_bench.parse_rating(r["judgment"]) == -1 for r in rows)
     assert rows[0]["judge"] == ["tiny-judge", "single-v1"]
+
+
+def test_dry_run_needs_no_api_key(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture) -> None:
+    """A user without a key can still see every request and the bill of the official GPT-4 judge."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "eval"
+    base = ["eval", "mt_bench", "--model", str(tiny_model_dir), "--name", "tiny", "--limit", "1",
+            "--max-new-tokens", "2", "--dtype", "float32", "--out", str(out), "--no-progress"]
+    assert main([*base, "--dry-run"]) == 0
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["judge"] == "openai:gpt-4" and cost["requests"] == 16 and cost["usd_high"] > 0
+    assert "judge openai:gpt-4: 16 request(s) to send" in capsys.readouterr().out
+    assert main(base) == 2  # the real run needs the key, and says so before loading the model
+    assert "set the environment variable OPENAI_API_KEY" in capsys.readouterr().err

@@ -240,9 +240,8 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
     judge_model = Path(cfg.model.split(":")[-1]).name if cfg.kind == "local" else cfg.model
     decoding = Decoding(cfg.temperature, cfg.max_tokens)
     pending = judge_requests(qs, answers, model_name, decoding)
-    client = get_judge(cfg, device)
-    cache = JudgmentCache.for_judge(client.id)
-    cost = estimate(cfg, client.id, [r for r, _ in pending], cache)
+    cache = JudgmentCache.for_judge(cfg.id)
+    cost = estimate(cfg, cfg.id, [r for r, _ in pending], cache)
     if dry_run:
         write_jsonl(out_dir / "judge_requests.jsonl",
                     ({"id": r.id, "model": cfg.model, "messages": list(r.messages),
@@ -252,13 +251,13 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
         print(cost.summary())
         return {"benchmark": NAME, "dry_run": True, "requests": len(pending), "cost": cost.__dict__}
     confirm(cost, cfg, yes)
-    batch = judge_cached(client, [r for r, _ in pending], cache)
-    batch.raise_failures(f"MT-Bench judge {client.id}")
+    batch = judge_cached(get_judge(cfg, device), [r for r, _ in pending], cache)
+    batch.raise_failures(f"MT-Bench judge {cfg.id}")
     rows = [judgment_row(fields, judge_model, batch.judgments[r.id].text) for r, fields in pending]
     file_name = re.sub(r"[^A-Za-z0-9._-]+", "_", judge_model)  # e.g. org/model on a vLLM server
     write_jsonl(out_dir / "model_judgment" / f"{file_name}_single.jsonl", rows)
     metrics = aggregate(rows, model_name)[model_name]
-    record = {"judge": client.id, "judge_prompts": "single-v1 / single-math-v1 (+ multi-turn)",
+    record = {"judge": cfg.id, "judge_prompts": "single-v1 / single-math-v1 (+ multi-turn)",
               "references": "gpt-4", "n_examples": len(qs), "limit": limit,
               "decoding": {"temperature": "per category (FastChat)", "max_new_tokens": max_new_tokens},
               **(provenance or {})}

@@ -11,7 +11,9 @@ Configs live in ``judge_configs/`` (see :mod:`~harness.judges.config`).
 from __future__ import annotations
 
 from harness.judges.base import Judge
-from harness.judges.config import JudgeConfig, load_judge_config
+from harness.judges.config import JudgeConfig, check_judge, load_judge_config
+
+__all__ = ["Judge", "JudgeConfig", "check_judge", "get_judge", "load_judge_config"]
 
 
 def get_judge(spec: str | JudgeConfig, device: str | None = None) -> Judge:
@@ -20,7 +22,7 @@ def get_judge(spec: str | JudgeConfig, device: str | None = None) -> Judge:
     if cfg.kind == "local":
         from harness.judges.local import get_local_judge
 
-        return get_local_judge(cfg.model, cfg.dtype, device)
+        return get_local_judge(cfg.model, cfg.dtype, device, cfg.batch_size)
     from harness.judges.openai_client import OpenAIJudge
 
     return OpenAIJudge(cfg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,8 +47,34 @@ class JudgeConfig(BaseModel):
     batch_size: int = Field(4, ge=1)  # local judges only
 
     @property
+    def id(self) -> str:
+        """The judge's identity for caches and provenance: model and endpoint, never a key."""
+        if self.kind == "local":
+            return f"local:{self.model}:{self.dtype}"
+        url = public_url(self.base_url)
+        return f"openai:{self.model}" + (f"@{url}" if url else "")
+
+    @property
     def paid(self) -> bool:
         return self.price.input_per_mtok > 0 or self.price.output_per_mtok > 0
+
+
+def public_url(url: str | None) -> str | None:
+    """An endpoint without credentials, query or fragment (for ids and messages)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def check_judge(spec: str) -> JudgeConfig:
+    """Load a judge's config and fail early when it cannot run (an endpoint without its key)."""
+    cfg = load_judge_config(spec)
+    if cfg.kind == "openai":
+        from harness.judges.openai_client import api_key
+
+        api_key(cfg)
+    return cfg
 
 
 def load_judge_config(spec: str, **overrides: object) -> JudgeConfig:

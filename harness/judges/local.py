@@ -130,8 +130,8 @@ class LocalJudge:
 
 @functools.cache
 def get_local_judge(source: str = DEFAULT_JUDGE, dtype: str = "bfloat16",
-                    device: str | None = None) -> LocalJudge:
-    return LocalJudge(source, dtype, device)
+                    device: str | None = None, batch_size: int = 4) -> LocalJudge:
+    return LocalJudge(source, dtype, device, batch_size)
 
 
 def chat_function(source: str, dtype: str = "bfloat16", device: str | None = None, batch_size: int = 8,

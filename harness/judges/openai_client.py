@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
@@ -27,14 +26,6 @@ from harness.judges.config import JudgeConfig
 
 class _Fatal(Exception):
     """The endpoint refuses us (bad key, no access): no request can succeed."""
-
-
-def _public_url(url: str | None) -> str | None:
-    """The endpoint without credentials, query or fragment (for ids and messages)."""
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 def api_key(cfg: JudgeConfig) -> str:
@@ -59,8 +50,7 @@ class OpenAIJudge:
 
     @property
     def id(self) -> str:
-        url = _public_url(self.cfg.base_url)
-        return f"openai:{self.cfg.model}" + (f"@{url}" if url else "")
+        return self.cfg.id
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Delay before retry ``attempt`` (1-based): the server's Retry-After when it gives one,

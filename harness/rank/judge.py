@@ -25,7 +25,7 @@ from harness.benchmarks.mt_bench import judge_prompt, parse_rating
 from harness.judges import get_judge
 from harness.judges.base import Decoding, JudgeRequest, Judgment
 from harness.judges.cache import JudgmentCache, judge_cached
-from harness.judges.config import JudgeConfig, load_judge_config
+from harness.judges.config import JudgeConfig, check_judge, load_judge_config
 from harness.judges.cost import confirm, estimate
 from harness.rank import Ranker, register
 
@@ -131,14 +131,6 @@ class JudgeRanker:
         return out
 
 
-def _check(spec: str) -> None:
-    cfg = load_judge_config(spec)
-    if cfg.kind == "openai":
-        from harness.judges.openai_client import api_key
-
-        api_key(cfg)
-
-
 def _builder(pairwise: bool):
     def build(spec: str, device: str | None = None, progress: bool = True, yes: bool = False,
               **_: object) -> Ranker:
@@ -148,5 +140,5 @@ def _builder(pairwise: bool):
     return build
 
 
-register("judge:", check=_check)(_builder(True))
-register("judge-single:", check=_check)(_builder(False))
+register("judge:", check=check_judge)(_builder(True))
+register("judge-single:", check=check_judge)(_builder(False))
