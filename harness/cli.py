@@ -72,17 +72,23 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a checkpoint or hub model on a benchmark, outside any run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("benchmark", choices=["alpaca_eval", "mt_bench", "open_llm"], help="benchmark to run")
+    p.add_argument("benchmark", choices=["alpaca_eval", "mt_bench", "arena_hard", "open_llm"],
+                   help="benchmark to run")
     p.add_argument("--model", help="checkpoint directory, hub id, or embedded:smollm2-135m "
                                    "(with --from-judgments: the model name to report)")
     p.add_argument("--from-annotations", type=Path, metavar="FILE",
                    help="alpaca_eval: re-score an annotations.json (published ones included) "
                         "without calling any judge")
-    p.add_argument("--from-judgments", type=Path, metavar="FILE",
-                   help="mt_bench: re-aggregate a FastChat model_judgment/<judge>_single.jsonl "
-                        "(published ones included) without calling any judge")
-    p.add_argument("--version", choices=["v1"], default="v1",
-                   help="open_llm: leaderboard version (v2 is not available yet)")
+    p.add_argument("--from-judgments", type=Path, nargs="+", metavar="FILE",
+                   help="mt_bench: re-aggregate FastChat model_judgment/<judge>_single.jsonl; "
+                        "arena_hard: re-score arena-hard-auto model_judgment files (2024 or 2025 "
+                        "rows); published ones included, no judge called")
+    p.add_argument("--version", choices=["v1", "v0.1", "v2.0"], default=None,
+                   help="open_llm: leaderboard version (v1; v2 is not available yet); arena_hard: "
+                        "v0.1 (default, the SPPO paper's) or v2.0")
+    p.add_argument("--style-control", action="store_true",
+                   help="arena_hard: control for answer length and markdown (reported as its own "
+                        "version)")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
                    help="open_llm: v1 tasks to run (arc_challenge hellaswag mmlu truthfulqa_mc2 "
                         "winogrande gsm8k; default all)")
@@ -94,20 +100,23 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge", default=None,
                    help="alpaca_eval: the model behind --annotator local (default "
                         "embedded:smollm2-135m); mt_bench: a judge config (judge_configs/), YAML "
-                        "or local[:<model>] (default gpt-4, the official judge)")
+                        "or local[:<model>] (default: the official judge: mt_bench gpt-4, "
+                        "arena_hard v0.1 gpt-4-1106-preview, v2.0 gpt-4.1)")
     p.add_argument("--dry-run", action="store_true",
-                   help="mt_bench: write the judge requests and the cost estimate; call no judge")
+                   help="mt_bench, arena_hard: write the judge requests and the cost estimate; "
+                        "call no judge")
     p.add_argument("--yes", action="store_true", help="accept a paid judge's estimated cost")
     p.add_argument("--limit", type=int, default=None,
-                   help="first N instructions (alpaca_eval), questions per category (mt_bench) or "
-                        "examples per (sub)task (open_llm)")
+                   help="first N instructions (alpaca_eval), questions per category (mt_bench), "
+                        "questions (arena_hard) or examples per (sub)task (open_llm)")
     p.add_argument("--name", default=None, help="model name in outputs (default: from --model)")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: evals/<name>/<benchmark>)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="answer length (default 2048; mt_bench: 1024, as FastChat)")
+                   help="answer length (default 2048; mt_bench: 1024, as FastChat; arena_hard: "
+                        "4096)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size")
@@ -333,9 +342,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         metrics = alpaca_eval.score(read_json(args.from_annotations), files, reason)
         _print_metrics(metrics, args.json)
         return 0
+    _check_version(args)
     if args.from_judgments:
+        for f in args.from_judgments:
+            if not f.is_file():
+                raise ConfigError(f"--from-judgments {f}: no such file")
+        if args.benchmark == "arena_hard":
+            return _arena_hard_from_judgments(args)
         if args.benchmark != "mt_bench":
-            raise ConfigError("--from-judgments is for mt_bench")
+            raise ConfigError("--from-judgments is for mt_bench and arena_hard")
         return _mt_bench_from_judgments(args)
     if not args.model:
         raise ConfigError("give --model (or --from-annotations / --from-judgments)")
@@ -365,8 +380,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         _print_metrics({k: v for k, v in result["metrics"].items() if k != "tasks"}, args.json)
         print(f"results: {out / 'results.json'}", file=sys.stderr)
         return 0
-    if args.benchmark == "mt_bench":
-        return _mt_bench(args, path, name, out, device)
+    if args.benchmark in ("mt_bench", "arena_hard"):
+        return _judged_chat_benchmark(args, path, name, out, device)
     sampling = Sampling((args.seed,), args.temperature, args.top_p, args.max_new_tokens or 2048)
 
     def answer(instructions: list[str]) -> list[str]:
@@ -393,13 +408,13 @@ def _mt_bench_from_judgments(args: argparse.Namespace) -> int:
 
     from harness.benchmarks import mt_bench
 
-    if not args.from_judgments.is_file():
-        raise ConfigError(f"--from-judgments {args.from_judgments}: no such file")
-    per_model = mt_bench.aggregate(mt_bench.read_judgments(args.from_judgments), args.model)
+    rows = [row for f in args.from_judgments for row in mt_bench.read_judgments(f)]
+    per_model = mt_bench.aggregate(rows, args.model)
     if args.json:
         print(json.dumps(per_model))
         return 0
-    print(f"MT-Bench (single, {args.from_judgments}); scores 1-10, -1 ratings dropped")
+    print(f"MT-Bench (single, {', '.join(map(str, args.from_judgments))}); scores 1-10, "
+          "-1 ratings dropped")
     print(f"{'model':40s} {'turn 1':>7s} {'turn 2':>7s} {'average':>8s} {'n':>4s} {'parse fail':>10s}")
     for model, m in sorted(per_model.items(), key=lambda kv: -(kv[1]["score"] or 0)):
         cells = [f"{m[k]:7.4f}" if m[k] is not None else f"{'-':>7s}" for k in ("turn_1", "turn_2")]
@@ -408,22 +423,71 @@ def _mt_bench_from_judgments(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mt_bench(args: argparse.Namespace, path: str, name: str, out: Path, device: str) -> int:
-    from harness.benchmarks import mt_bench
+def _check_version(args: argparse.Namespace) -> None:
+    allowed = {"open_llm": ("v1",), "arena_hard": ("v0.1", "v2.0")}.get(args.benchmark, ())
+    if args.version is not None and args.version not in allowed:
+        raise ConfigError(f"--version {args.version} is not a version of {args.benchmark}"
+                          + (f" (choose from {', '.join(allowed)})" if allowed else ""))
+    if args.style_control and args.benchmark != "arena_hard":
+        raise ConfigError("--style-control is for arena_hard")
+
+
+def _arena_hard_from_judgments(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.benchmarks import arena_hard
+
+    name = args.version or "v0.1"
+    if args.style_control:
+        raise ConfigError("--style-control needs the answers: evaluate with --model instead")
+    rows = [row for f in args.from_judgments for row in arena_hard.read_judgments(f)]
+    per_model = arena_hard.score(rows, name)
+    if args.model:
+        if args.model not in per_model:
+            raise ConfigError(f"no judgments of model {args.model!r} (found: {', '.join(per_model)})")
+        per_model = {args.model: per_model[args.model]}
+    if args.json:
+        print(json.dumps(per_model))
+        return 0
+    v = arena_hard.version(name)
+    print(f"Arena-Hard {name} ({v.category} vs {v.baseline}); score = win rate vs the baseline (%), "
+          f"CI {v.ci[0]:g}-{v.ci[1]:g} percentiles of 100 bootstraps")
+    print(f"{'model':40s} {'score':>6s} {'CI':>16s} {'questions':>9s} {'invalid games':>13s}")
+    for model, m in sorted(per_model.items(), key=lambda kv: -(kv[1]["score"] or -1)):
+        if m["score"] is None:
+            cells = f"{'-':>6s} {'-':>16s}"
+        else:
+            ci = f"(-{m['score'] - m['ci_lower']:.1f}, +{m['ci_upper'] - m['score']:.1f})"
+            cells = f"{m['score']:6.1f} {ci:>16s}"
+        print(f"{model:40s} {cells} {m['n_questions']:9d} {m['invalid_games']:13d}")
+    return 0
+
+
+def _judged_chat_benchmark(args: argparse.Namespace, path: str, name: str, out: Path, device: str) -> int:
+    """MT-Bench or Arena-Hard: the model answers chats, a judge grades them."""
+    from harness.benchmarks import arena_hard, mt_bench
     from harness.judges import check_judge, load_judge_config
     from harness.judges.local import chat_function
 
-    judge = args.judge or mt_bench.OFFICIAL_JUDGE
+    arena = args.benchmark == "arena_hard"
+    judge = args.judge or (arena_hard.version(args.version or "v0.1").judge if arena
+                           else mt_bench.OFFICIAL_JUDGE)
     # refuse a bad judge before loading the model (a dry run needs no key)
     (load_judge_config if args.dry_run else check_judge)(judge)
     chat = chat_function(path, args.dtype, device, args.batch_size, not args.no_progress)
-    result = mt_bench.evaluate(name, chat, out, judge=judge, limit=args.limit,
-                               max_new_tokens=args.max_new_tokens or mt_bench.MAX_NEW_TOKENS,
-                               yes=args.yes, dry_run=args.dry_run, device=device,
-                               provenance={"model": path, "dtype": args.dtype})
+    common = {"judge": judge, "limit": args.limit, "yes": args.yes, "dry_run": args.dry_run,
+              "device": device, "provenance": {"model": path, "dtype": args.dtype}}
+    if arena:
+        result = arena_hard.evaluate(name, chat, out, bench_version=args.version or "v0.1",
+                                     max_new_tokens=args.max_new_tokens or arena_hard.MAX_NEW_TOKENS,
+                                     style_control=args.style_control, **common)
+    else:
+        result = mt_bench.evaluate(name, chat, out,
+                                   max_new_tokens=args.max_new_tokens or mt_bench.MAX_NEW_TOKENS,
+                                   **common)
     if not args.dry_run:
         metrics = dict(result["metrics"])
-        categories = metrics.pop("categories")
+        categories = metrics.pop("categories", {})
         _print_metrics({**metrics, **{f"category/{k}": v for k, v in categories.items()}}, args.json)
         print(f"results: {out / 'results.json'}", file=sys.stderr)
     return 0

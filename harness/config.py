@@ -109,6 +109,15 @@ class MTBenchConfig(_Strict):
     max_new_tokens: int = Field(1024, ge=1, description="answer length per turn (FastChat: 1024)")
 
 
+class ArenaHardConfig(_Strict):
+    version: Literal["v0.1", "v2.0"] = Field("v0.1", description="v0.1: the SPPO paper's")
+    judge: str | None = Field(None, description="a judge config in judge_configs/, a YAML path, or "
+                                                "local[:<model>] (default: the version's official judge)")
+    limit: int | None = Field(None, ge=1, description="first N questions (smoke runs)")
+    max_new_tokens: int = Field(4096, ge=1, description="answer length")
+    style_control: bool = Field(False, description="control for length and markdown (its own version)")
+
+
 V1Task = Literal["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k"]
 
 
@@ -120,10 +129,11 @@ class OpenLLMConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    benchmarks: list[Literal["win_rate_vs_base", "alpaca_eval", "mt_bench", "open_llm"]] = [
+    benchmarks: list[Literal["win_rate_vs_base", "alpaca_eval", "mt_bench", "arena_hard", "open_llm"]] = [
         "win_rate_vs_base"]
     alpaca_eval: AlpacaEvalConfig = AlpacaEvalConfig()
     mt_bench: MTBenchConfig = MTBenchConfig()
+    arena_hard: ArenaHardConfig = ArenaHardConfig()
     open_llm: OpenLLMConfig = OpenLLMConfig()
 
 

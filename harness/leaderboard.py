@@ -28,7 +28,8 @@ PUBLISHED_METRICS = {("alpaca_eval_2.0", "lc_win_rate"): ("alpaca_eval", "length
                      ("alpaca_eval_2.0", "win_rate"): ("alpaca_eval", "win_rate"),
                      ("mt_bench", "mt_bench_overall"): ("mt_bench", "score"),
                      ("mt_bench", "mt_bench_turn1"): ("mt_bench", "turn_1"),
-                     ("mt_bench", "mt_bench_turn2"): ("mt_bench", "turn_2")}
+                     ("mt_bench", "mt_bench_turn2"): ("mt_bench", "turn_2"),
+                     ("arena_hard", "arena_hard_score"): ("arena_hard", "score")}
 NOT_HEADLINE = {"avg_length"}
 OFFICIAL_PROTOCOL = {
     "alpaca_eval": ("2.0", {"annotator": "weighted_alpaca_eval_gpt4_turbo", "judge": "gpt-4-1106-preview",
@@ -36,6 +37,8 @@ OFFICIAL_PROTOCOL = {
                             "profile": "full"}),
     "mt_bench": ("fastchat-0e6d3e4", {"judge": "openai:gpt-4", "n_examples": 80, "limit": None,
                                       "profile": "full"}),
+    "arena_hard": ("arena-hard-v0.1", {"judge": "openai:gpt-4-1106-preview", "baseline": "gpt-4-0314",
+                                       "n_examples": 500, "limit": None, "profile": "full"}),
 }
 
 

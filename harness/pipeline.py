@@ -332,22 +332,42 @@ class SPPORun:
         m = result["metrics"]
         return {k: m[k] for k in ("win_rate", "standard_error", "length_controlled_winrate")}
 
-    def _mt_bench(self, t: int) -> dict[str, Any]:
-        from harness.benchmarks import mt_bench
+    def _judged_chat(self, t: int) -> tuple[str, Any, dict[str, Any]]:
+        """What MT-Bench and Arena-Hard need: the model's name, its chat function, provenance."""
         from harness.judges.local import chat_function
 
-        cfg = self.config.evaluation.mt_bench
         name = f"{self.config.name}-sppo-iter{t}" if t else self.config.name
         chat = chat_function(self.policy_path(t), self.config.sampling.dtype, self.opts.device,
                              self.config.sampling.batch_size, self.opts.progress)
+        provenance = {"model": self.policy_path(t), "iteration": t, "profile": self.config.profile,
+                      "dtype": self.config.sampling.dtype, "base_config": self.config.name,
+                      "git_sha": self.dir.meta.get("git_sha"), "packages": self.dir.meta.get("packages")}
+        return name, chat, provenance
+
+    def _mt_bench(self, t: int) -> dict[str, Any]:
+        from harness.benchmarks import mt_bench
+
+        cfg = self.config.evaluation.mt_bench
+        name, chat, provenance = self._judged_chat(t)
         result = mt_bench.evaluate(
             name, chat, self.dir.eval_dir(t, mt_bench.NAME), judge=cfg.judge, limit=cfg.limit,
             max_new_tokens=cfg.max_new_tokens, yes=self.opts.yes, device=self.opts.device,
-            provenance={"model": self.policy_path(t), "iteration": t, "profile": self.config.profile,
-                        "dtype": self.config.sampling.dtype, "base_config": self.config.name,
-                        "git_sha": self.dir.meta.get("git_sha"), "packages": self.dir.meta.get("packages")})
+            provenance=provenance)
         m = result["metrics"]
         return {k: m[k] for k in ("score", "turn_1", "turn_2", "parse_failures")}
+
+    def _arena_hard(self, t: int) -> dict[str, Any]:
+        from harness.benchmarks import arena_hard
+
+        cfg = self.config.evaluation.arena_hard
+        name, chat, provenance = self._judged_chat(t)
+        result = arena_hard.evaluate(
+            name, chat, self.dir.eval_dir(t, arena_hard.NAME), bench_version=cfg.version,
+            judge=cfg.judge, limit=cfg.limit, max_new_tokens=cfg.max_new_tokens,
+            style_control=cfg.style_control, yes=self.opts.yes, device=self.opts.device,
+            provenance=provenance)
+        m = result["metrics"]
+        return {k: m[k] for k in ("score", "ci_lower", "ci_upper", "invalid_games")}
 
     def _open_llm(self, t: int) -> dict[str, Any]:
         from harness.benchmarks import open_llm
@@ -389,6 +409,12 @@ class SPPORun:
             from harness.judges import check_judge
 
             check_judge(self.config.evaluation.mt_bench.judge)
+        if "arena_hard" in self.config.evaluation.benchmarks:
+            from harness.benchmarks import arena_hard
+            from harness.judges import check_judge
+
+            ah = self.config.evaluation.arena_hard
+            check_judge(ah.judge or arena_hard.version(ah.version).judge)
         self._open()
         with self.dir.lock():
             self.base_path = resolve_source(self.config.model.source)
@@ -400,6 +426,8 @@ class SPPORun:
                 self._stage("iter-0", "eval/alpaca_eval", lambda: self._alpaca_eval(0))
             if "mt_bench" in benchmarks:
                 self._stage("iter-0", "eval/mt_bench", lambda: self._mt_bench(0))
+            if "arena_hard" in benchmarks:
+                self._stage("iter-0", "eval/arena_hard", lambda: self._arena_hard(0))
             if "open_llm" in benchmarks:
                 self._stage("iter-0", "eval/open_llm", lambda: self._open_llm(0))
             n = self.opts.iters
@@ -419,6 +447,8 @@ class SPPORun:
                     steps.append(("eval/alpaca_eval", lambda t=t: self._alpaca_eval(t)))
                 if "mt_bench" in benchmarks:
                     steps.append(("eval/mt_bench", lambda t=t: self._mt_bench(t)))
+                if "arena_hard" in benchmarks:
+                    steps.append(("eval/arena_hard", lambda t=t: self._arena_hard(t)))
                 if "open_llm" in benchmarks:
                     steps.append(("eval/open_llm", lambda t=t: self._open_llm(t)))
                 for name, fn in steps:

@@ -29,6 +29,7 @@ HEADLINE: dict[str, list[tuple[str, str | None, str]]] = {
         ("turn_1", None, "MT-Bench turn 1"),
         ("turn_2", None, "MT-Bench turn 2"),
     ],
+    "arena_hard": [("score", "standard_error", "Arena-Hard (%)")],
     "open_llm": [
         ("average", None, "Open LLM v1 avg (%)"),
         ("arc_challenge", "arc_challenge_stderr", "ARC-C 25-shot (%)"),
@@ -87,6 +88,10 @@ def cells_from_results(run: str, iteration: int | None, model: str, record: dict
                 if bench == "open_llm" else None)
         if bench == "open_llm" and metric == "average" and metrics.get("average_is_partial"):
             note = "partial average: not all six v1 tasks ran"
+        if value is None and bench == "arena_hard":
+            note = f"no valid verdict: {metrics.get('invalid_games')} games without a usable label"
+        if value is None and bench == "mt_bench":
+            note = f"no parseable rating: {metrics.get('parse_failures')} judgments without [[x]]"
         out.append(Cell(run, iteration, model, bench, metric,
                         None if value is None else float(value),
                         None if se_field is None or metrics.get(se_field) is None

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import datafiles
-from harness.artifacts import write_json, write_jsonl
+from harness.artifacts import read_jsonl, write_json, write_jsonl
 from harness.errors import DataError
 from harness.judges.base import Decoding, JudgeRequest
 
@@ -53,8 +53,7 @@ Chat = Callable[[list[JudgeRequest]], dict[str, str]]
 
 
 def _jsonl(relpath: str) -> list[dict[str, Any]]:
-    text = datafiles.fetch(relpath).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return read_jsonl(datafiles.fetch(relpath))
 
 
 def questions(limit: int | None = None) -> list[dict[str, Any]]:
@@ -223,7 +222,6 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
     the judge requests and the cost estimate are written (``judge_requests.jsonl``,
     ``cost.json``) and no judge is called.
     """
-    from harness.artifacts import read_jsonl
     from harness.judges import get_judge, load_judge_config
     from harness.judges.cache import JudgmentCache, judge_cached
     from harness.judges.cost import confirm, estimate

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.errors import ConfigError
@@ -40,7 +41,9 @@ def _count_with(encode, text: str) -> int:
     return len(encode(text, disallowed_special=()))
 
 
-def _counter() -> tuple[object, str]:
+@functools.cache
+def token_counter() -> tuple[Callable[[str], int], str]:
+    """Count tokens as OpenAI does when tiktoken has its files, else characters/4; and the method."""
     try:
         import tiktoken
 
@@ -58,7 +61,7 @@ def _counter() -> tuple[object, str]:
 def estimate(cfg: JudgeConfig, judge_id: str, requests: list[JudgeRequest],
              cache: JudgmentCache | None = None) -> CostEstimate:
     todo = [r for r in requests if cache is None or cache.get(r.key(judge_id)) is None]
-    count, method = _counter()
+    count, method = token_counter()
     # ~4 tokens of chat framing per message, as OpenAI documents for its chat format
     prompt = sum(count(m["content"]) + 4 for r in todo for m in r.messages)
     completion = sum(r.decoding.max_tokens for r in todo)

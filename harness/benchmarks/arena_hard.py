@@ -1,0 +1,417 @@
+"""Arena-Hard-Auto v0.1 and v2.0, faithful to lmarena/arena-hard-auto (data, prompts, verdicts, files).
+
+- Data (``arena_hard/*`` data files, sha256-checked): the questions, the baseline's answers and
+  the judge settings are read from the official files; no prompt is retyped.
+  v0.1 (the SPPO paper's): 500 questions, baseline ``gpt-4-0314``, judge ``gpt-4-1106-preview``
+  at temperature 0 and 4096 tokens, system prompt and template from ``judge_config_v0.1.yaml``.
+  v2.0: the 500 ``hard_prompt`` questions (coding, math), baseline ``o3-mini-2025-01-31``, judge
+  ``gpt-4.1``, template and verdict patterns from ``arena-hard-v2.0.yaml``; its system prompt is
+  v0.1's (the same text in the official code). The 250 creative-writing questions need
+  ``gemini-2.0-flash-001``'s answers, which are not among the checksummed data files, so they are
+  not scored (their official system prompt, v0.1's without the own-answer step, is derived here).
+- Answers: one turn, greedy (temperature 0, as ``gen_answer``), 4096 new tokens by default.
+- Judging: two games per question, the baseline as assistant A in game 1 and as B in game 2.
+  v0.1 verdicts: ``\\[\\[([AB<>=]+)\\]\\]`` over the judgment so far; one distinct label is the
+  verdict, none asks the judge to continue (two attempts in all), several make the game invalid.
+  v2.0 verdicts: the last match of the first pattern that matches the upper-cased judgment.
+- Files in arena-hard-auto's formats: ``model_answer/<model>.jsonl`` and
+  ``model_judgment/<judge>/<model>.jsonl`` (v0.1: the 2024 ``question_id`` rows the v0.1
+  ``show_result.py`` reads; v2.0: the 2025 ``uid`` rows).
+- Scores: :mod:`harness.benchmarks.arena_hard_scoring`.
+
+``--limit N`` keeps the first N questions (file order).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import datafiles
+from harness.artifacts import read_jsonl, write_json, write_jsonl
+from harness.benchmarks import arena_hard_scoring as scoring
+from harness.errors import ConfigError, DataError
+from harness.judges.base import Decoding, JudgeRequest
+
+NAME = "arena_hard"
+MAX_NEW_TOKENS = 4096
+# the official follow-up when a judgment has no verdict label (v0.1 gen_judgment.py)
+CONTINUE = "continue your judgment and finish by outputting a final verdict label"
+Chat = Callable[[list[JudgeRequest]], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    bench: str  # the official benchmark folder name, also the results' version
+    questions: str
+    answers: str  # official answers of a model, by name
+    category: str  # the category scored
+    baseline: str
+    judge: str  # the official judge, also its config name in judge_configs/
+    settings: str  # the official file with the judge settings
+    ci: tuple[float, float]  # percentiles of the bootstrap CI
+
+
+VERSIONS = {
+    "v0.1": Version("v0.1", "arena-hard-v0.1", "arena_hard/arena-hard-v0.1/legacy_format/question.jsonl",
+                    "arena_hard/arena-hard-v0.1/legacy_format/model_answer/{}.jsonl", "arena-hard-v0.1",
+                    "gpt-4-0314", "gpt-4-1106-preview", "arena_hard/config/judge_config_v0.1.yaml",
+                    (2.5, 97.5)),
+    "v2.0": Version("v2.0", "arena-hard-v2.0", "arena_hard/arena-hard-v2.0/question.jsonl",
+                    "arena_hard/arena-hard-v2.0/model_answer/{}.jsonl", "hard_prompt",
+                    "o3-mini-2025-01-31", "gpt-4.1", "arena_hard/config/arena-hard-v2.0.yaml",
+                    (5.0, 95.0)),
+}
+V01_SETTINGS = VERSIONS["v0.1"].settings
+
+
+def version(name: str) -> Version:
+    if name not in VERSIONS:
+        raise ConfigError(f"Arena-Hard version {name!r} is not known (choose from {sorted(VERSIONS)})")
+    return VERSIONS[name]
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    system_prompt: str
+    template: str
+    fields: tuple[str, str, str]  # the template's question / answer A / answer B fields
+    patterns: tuple[str, ...]
+    attempts: int
+    temperature: float
+    max_tokens: int
+
+
+def _yaml(relpath: str) -> dict[str, Any]:
+    return yaml.safe_load(datafiles.fetch(relpath).read_text(encoding="utf-8"))
+
+
+@functools.cache
+def judge_settings(name: str) -> JudgeSettings:
+    """The official judge settings of a version, read from its data files."""
+    v01 = _yaml(V01_SETTINGS)
+    if name == "v0.1":
+        return JudgeSettings(v01["system_prompt"], v01["prompt_template"][0],
+                             ("question_1", "answer_1", "answer_2"), (v01["regex_pattern"],),
+                             int(v01["number_of_judgment_attempts"]), float(v01["temperature"]),
+                             int(v01["max_tokens"]))
+    cfg = _yaml(version(name).settings)
+    return JudgeSettings(v01["system_prompt"], cfg["prompt_template"], ("QUESTION", "ANSWER_A", "ANSWER_B"),
+                         tuple(cfg["regex_patterns"]), 1, float(cfg["temperature"]), int(cfg["max_tokens"]))
+
+
+def creative_writing_prompt(system_prompt: str) -> str:
+    """v2.0's creative-writing system prompt: the judge is not asked to answer first."""
+    kept = [p for p in system_prompt.split("\n\n")
+            if not p.startswith("Begin your evaluation by generating your own answer")]
+    return "\n\n".join(kept).replace("compare both assistants' answers with your answer.",
+                                     "compare both assistants' answers.")
+
+
+def parse_verdict(judgment: str, name: str) -> tuple[str | None, bool]:
+    """(label, ask again): the official verdict extraction of version ``name``."""
+    patterns = judge_settings(name).patterns
+    if name == "v0.1":
+        found = {m for m in re.findall(patterns[0], judgment) if m != ""}
+        if not found:
+            return None, True
+        return (found.pop().strip("\n"), False) if len(found) == 1 else (None, False)
+    for pattern in patterns:
+        matches = [m for m in re.findall(pattern, judgment.upper()) if m != ""]
+        if matches:
+            return matches[-1].strip("\n"), False
+    return None, False
+
+
+# data ---------------------------------------------------------------------------------------
+def _jsonl(relpath: str) -> list[dict[str, Any]]:
+    return read_jsonl(datafiles.fetch(relpath))
+
+
+def questions(name: str, limit: int | None = None) -> list[dict[str, str]]:
+    """``{"id", "category", "prompt"}`` of the scored category, in file order."""
+    v = version(name)
+    out = []
+    for q in _jsonl(v.questions):
+        qid = q.get("question_id", q.get("uid"))
+        prompt = q["turns"][0]["content"] if "turns" in q else q["prompt"]
+        category = q.get("category", v.category)
+        if category == v.category:
+            out.append({"id": qid, "category": category, "prompt": prompt})
+    return out[:limit] if limit else out
+
+
+def answer_text(row: dict[str, Any]) -> str:
+    """The answer in either official row schema (2024 ``choices``, 2025 ``messages``)."""
+    if "choices" in row:
+        return row["choices"][0]["turns"][0]["content"]
+    content = row["messages"][-1]["content"]
+    return content["answer"] if isinstance(content, dict) else content
+
+
+def _answer_id(row: dict[str, Any]) -> str:
+    return row.get("question_id", row.get("uid"))
+
+
+@functools.cache
+def baseline_answers(name: str) -> dict[str, str]:
+    v = version(name)
+    return {_answer_id(r): answer_text(r) for r in _jsonl(v.answers.format(v.baseline))}
+
+
+# answers ------------------------------------------------------------------------------------
+def answer(qs: list[dict[str, str]], chat: Chat, model: str, name: str,
+           max_new_tokens: int = MAX_NEW_TOKENS) -> list[dict[str, Any]]:
+    """The model's answers in arena-hard-auto's ``model_answer`` format of version ``name``."""
+    from harness.judges.cost import token_counter
+
+    count, _ = token_counter()
+    replies = chat([JudgeRequest(q["id"], ({"role": "user", "content": q["prompt"]},),
+                                 Decoding(0.0, max_new_tokens)) for q in qs])
+    rows = []
+    for q in qs:
+        text = replies[q["id"]]
+        digest = hashlib.sha256(json.dumps([model, q["id"], text]).encode()).hexdigest()[:22]
+        if name == "v0.1":
+            rows.append({"question_id": q["id"], "answer_id": digest, "model_id": model,
+                         "choices": [{"index": 0, "turns": [{"content": text, "token_len": count(text)}]}],
+                         "tstamp": time.time()})
+        else:
+            tokens, headers, lists, bold = scoring.style_features(text, count)
+            rows.append({"uid": q["id"], "ans_id": digest, "model": model,
+                         "messages": [{"role": "user", "content": q["prompt"]},
+                                      {"role": "assistant", "content": {"answer": text}}],
+                         "tstamp": time.time(),
+                         "metadata": {"token_len": int(tokens), "header_count": int(headers),
+                                      "list_count": int(lists), "bold_count": int(bold)}})
+    return rows
+
+
+# judgments ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Game:
+    question: dict[str, str]
+    index: int  # 0: the baseline is assistant A; 1: the model is
+    request: JudgeRequest
+
+
+def games(qs: list[dict[str, str]], answers: dict[str, str], model: str, name: str,
+          decoding: Decoding) -> list[Game]:
+    """Both games of every question."""
+    s = judge_settings(name)
+    base = baseline_answers(name)
+    out = []
+    for q in qs:
+        for field, table in (("model", answers), ("baseline", base)):
+            if q["id"] not in table:
+                raise DataError(f"Arena-Hard {name}: the {field} has no answer to question {q['id']}")
+        pair = (base[q["id"]], answers[q["id"]])
+        for index in (0, 1):
+            a, b = pair if index == 0 else pair[::-1]
+            user = s.template.format(**dict(zip(s.fields, (q["prompt"], a, b), strict=True)))
+            messages = ({"role": "system", "content": s.system_prompt}, {"role": "user", "content": user})
+            out.append(Game(q, index, JudgeRequest(f"{model}/{q['id']}/game{index + 1}", messages, decoding)))
+    return out
+
+
+def judge_games(pending: list[Game], name: str, judge: Any, cache: Any) -> dict[str, list[str]]:
+    """Each game's judge outputs (one per attempt), asking again while the version says so."""
+    from harness.judges.cache import judge_cached
+
+    outputs: dict[str, list[str]] = {g.request.id: [] for g in pending}
+    todo = [g.request for g in pending]
+    for attempt in range(judge_settings(name).attempts):
+        batch = judge_cached(judge, todo, cache)
+        batch.raise_failures(f"Arena-Hard judge {judge.id}")
+        follow_up = []
+        for r in todo:
+            gid = r.id.split("/attempt")[0]
+            outputs[gid].append(batch.judgments[r.id].text)
+            if parse_verdict(_joined(outputs[gid]), name)[1]:
+                follow_up.append(JudgeRequest(
+                    f"{gid}/attempt{attempt + 2}",
+                    (*r.messages, {"role": "assistant", "content": batch.judgments[r.id].text},
+                     {"role": "user", "content": CONTINUE}), r.decoding))
+        todo = follow_up
+        if not todo:
+            break
+    return outputs
+
+
+def _joined(outputs: list[str]) -> str:
+    return "".join("\n" + o for o in outputs)  # as gen_judgment.py accumulates a judgment
+
+
+def judgment_rows(pending: list[Game], outputs: dict[str, list[str]], model: str, judge_model: str,
+                  name: str) -> list[dict[str, Any]]:
+    """One row per question with both games, in the official schema of version ``name``."""
+    by_question: dict[str, list[Game]] = {}
+    for g in pending:
+        by_question.setdefault(g.question["id"], []).append(g)
+    rows = []
+    for qid, (g1, g2) in by_question.items():
+        played = []
+        for g in (g1, g2):
+            text = _joined(outputs[g.request.id])
+            label = parse_verdict(text, name)[0]
+            if name == "v0.1":
+                played.append({"user_prompt": g.request.messages[1]["content"], "judgment": text,
+                               "score": label})
+            else:
+                played.append({"score": label, "judgment": {"answer": text},
+                               "prompt": list(g.request.messages)})
+        if name == "v0.1":
+            rows.append({"question_id": qid, "model": model, "judge": judge_model, "games": played})
+        else:
+            rows.append({"uid": qid, "category": g1.question["category"], "judge": judge_model,
+                         "model": model, "baseline": version(name).baseline, "games": played})
+    return rows
+
+
+# scores -------------------------------------------------------------------------------------
+def read_judgments(path: Path) -> list[dict[str, Any]]:
+    """Judgment rows of either official schema (2024 ``question_id``, 2025 ``uid``)."""
+    rows = read_jsonl(path)
+    for n, row in enumerate(rows, 1):
+        if "model" not in row or not isinstance(row.get("games"), list) \
+                or not ({"question_id", "uid"} & set(row)):
+            raise DataError(f"{path}: row {n}: an Arena-Hard judgment row needs question_id or uid, "
+                            "model and games")
+    return rows
+
+
+def normalise(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """Rows of the scored category as ``{"id", "model", "category", "labels"}``."""
+    v = version(name)
+    out = []
+    for r in rows:
+        category = r.get("category", v.category)
+        if category != v.category or r.get("baseline", v.baseline) != v.baseline:
+            continue
+        labels = [g.get("score") if isinstance(g, dict) else None for g in r["games"]]
+        out.append({"id": r.get("question_id", r.get("uid")), "model": r["model"].split("/")[-1],
+                    "category": category, "labels": labels})
+    return out
+
+
+def score(rows: list[dict[str, Any]], name: str, style: dict[str, Any] | None = None
+          ) -> dict[str, dict[str, Any]]:
+    """Per model: score (0–100), CI, standard error, questions, battles, invalid games.
+
+    ``style`` (style control) maps ``(id, model)`` and ``(id, baseline)`` to answer texts and
+    holds ``count`` (a token counter).
+    """
+    v = version(name)
+    norm = normalise(rows, name)
+    if not norm:
+        raise DataError(f"no Arena-Hard {name} judgments of category {v.category!r} against "
+                        f"{v.baseline} to score")
+    df, _ = scoring.battles(norm, name)
+    invalid = {m: scoring.battles([r for r in norm if r["model"] == m], name)[1]
+               for m in {r["model"] for r in norm}}
+    if df.empty:
+        per_model: dict[str, dict[str, Any]] = {m: {"score": None, "ci_lower": None, "ci_upper": None,
+                                                    "standard_error": None} for m in invalid}
+    elif style is not None:
+        import numpy as np
+
+        count, texts = style["count"], style["texts"]
+        feats = [scoring.style_features(texts[(i, m)], count)
+                 for i, m in zip(df["id"], df["model"], strict=True)]
+        base = [scoring.style_features(texts[(i, v.baseline)], count) for i in df["id"]]
+        per_model = scoring.score_style_controlled(df, np.array(feats), np.array(base), v.baseline, v.ci)
+    elif name == "v0.1":
+        per_model = scoring.score_v01(df, v.baseline, v.ci)
+    else:
+        per_model = scoring.score_v2(df, v.ci)
+    out = {}
+    for m in sorted(invalid):
+        metrics = dict(per_model.get(m, {"score": None, "ci_lower": None, "ci_upper": None,
+                                         "standard_error": None}))
+        metrics.update({"n_questions": sum(r["model"] == m for r in norm),
+                        "battles": int((df["model"] == m).sum()) if not df.empty else 0,
+                        "invalid_games": invalid[m]})
+        out[m] = metrics
+    return out
+
+
+# the whole benchmark for one model ----------------------------------------------------------
+def evaluate(model_name: str, chat: Chat, out_dir: Path, bench_version: str = "v0.1",
+             judge: str | None = None, limit: int | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
+             style_control: bool = False,
+             yes: bool = False, dry_run: bool = False, device: str | None = None,
+             provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Answer, judge and score ``model_name``; answers and judgments are kept in ``out_dir`` and reused.
+
+    With ``dry_run`` the first-attempt judge requests and the cost estimate are written
+    (``judge_requests.jsonl``, ``cost.json``) and no judge is called.
+    """
+    from harness.judges import get_judge, load_judge_config
+    from harness.judges.cache import JudgmentCache
+    from harness.judges.cost import confirm, estimate, token_counter
+
+    name = bench_version
+    v = version(name)
+    cfg = load_judge_config(judge or v.judge)
+    s = judge_settings(name)
+    qs = questions(name, limit)
+    answers_path = out_dir / "model_answer" / f"{model_name}.jsonl"
+    if answers_path.exists():
+        answer_rows = read_jsonl(answers_path)
+    else:
+        answer_rows = answer(qs, chat, model_name, name, max_new_tokens)
+        write_jsonl(answers_path, answer_rows)
+    answers = {_answer_id(r): answer_text(r) for r in answer_rows}
+    # the official judge's settings; a judge config may only lower max_tokens (recorded)
+    decoding = Decoding(s.temperature, min(s.max_tokens, cfg.max_tokens))
+    pending = games(qs, answers, model_name, name, decoding)
+    cache = JudgmentCache.for_judge(cfg.id)
+    cost = estimate(cfg, cfg.id, [g.request for g in pending], cache)
+    if dry_run:
+        write_jsonl(out_dir / "judge_requests.jsonl",
+                    ({"id": g.request.id, "model": cfg.model, "messages": list(g.request.messages),
+                      "temperature": decoding.temperature, "max_tokens": decoding.max_tokens}
+                     for g in pending))
+        write_json(out_dir / "cost.json", cost.__dict__)
+        print(cost.summary() + ("; a second attempt per game without a verdict may follow"
+                                if s.attempts > 1 else ""))
+        return {"benchmark": NAME, "dry_run": True, "requests": len(pending), "cost": cost.__dict__}
+    confirm(cost, cfg, yes)
+    outputs = judge_games(pending, name, get_judge(cfg, device), cache)
+    judge_model = Path(cfg.model.split(":")[-1]).name if cfg.kind == "local" else cfg.model
+    rows = judgment_rows(pending, outputs, model_name, judge_model, name)
+    judge_dir = re.sub(r"[^A-Za-z0-9._-]+", "_", judge_model)
+    write_jsonl(out_dir / "model_judgment" / judge_dir / f"{model_name}.jsonl", rows)
+    count, token_method = token_counter()
+    style = None
+    if style_control:
+        texts = {(i, model_name): t for i, t in answers.items()}
+        texts |= {(i, v.baseline): t for i, t in baseline_answers(name).items()}
+        style = {"texts": texts, "count": count}
+    metrics = score(rows, name, style)[model_name]
+    metrics["avg_tokens"] = sum(count(answers[q["id"]]) for q in qs) / len(qs)
+    record = {"judge": cfg.id, "baseline": v.baseline, "category": v.category, "n_examples": len(qs),
+              "limit": limit, "style_control": style_control,
+              "judge_decoding": {"temperature": decoding.temperature, "max_tokens": decoding.max_tokens,
+                                 "official_max_tokens": s.max_tokens, "attempts": s.attempts},
+              "scoring": {"method": "style-controlled Bradley-Terry" if style_control
+                          else "Bradley-Terry" if name == "v0.1" else "mean battle score",
+                          "strong_verdict_weight": scoring.WEIGHT, "bootstrap_rounds": scoring.ROUNDS,
+                          "seed": scoring.SEED, "ci_percentiles": list(v.ci)},
+              "token_count": token_method,
+              "decoding": {"temperature": 0.0, "max_new_tokens": max_new_tokens},
+              **(provenance or {})}
+    result = {"benchmark": NAME, "version": v.bench + (" style-control" if style_control else ""),
+              "metrics": metrics, "provenance": record}
+    write_json(out_dir / "results.json", result)
+    return result

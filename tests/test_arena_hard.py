@@ -1,0 +1,384 @@
+"""Arena-Hard-Auto: official data and prompts, verdict extraction, show_result.py's scoring (checked
+against a transcription of the official scripts), and the benchmark end to end on CPU."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from openai_server import FakeOpenAI
+
+from harness.benchmarks import arena_hard as ah
+from harness.benchmarks import arena_hard_scoring as sc
+from harness.cli import main
+
+# sha256 of the system prompts in lmarena/arena-hard-auto's code (utils/judge_utils.py): the
+# original Arena-Hard prompt and the creative-writing one
+OG_PROMPT_SHA = "03f68010febd7a6405102ef882b4dd5a9700c56b2e1ff286d3b38f5d3a929bbf"
+CREATIVE_PROMPT_SHA = "171489efbca7f19fb520e1b3c23783c76af7c723e770fe897a55f391684aa358"
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_data_and_prompts_come_from_the_official_files() -> None:
+    for name, n in (("v0.1", 500), ("v2.0", 500)):
+        qs = ah.questions(name)
+        assert len(qs) == n and len({q["id"] for q in qs}) == n
+        assert {q["id"] for q in qs} <= set(ah.baseline_answers(name))
+    v01, v2 = ah.judge_settings("v0.1"), ah.judge_settings("v2.0")
+    assert _sha(v01.system_prompt) == OG_PROMPT_SHA and v2.system_prompt == v01.system_prompt
+    assert _sha(ah.creative_writing_prompt(v01.system_prompt)) == CREATIVE_PROMPT_SHA
+    assert (v01.attempts, v01.temperature, v01.max_tokens) == (2, 0.0, 4096)
+    assert (v2.attempts, v2.max_tokens) == (1, 16000)
+    assert [q["id"] for q in ah.questions("v0.1", limit=2)] == [q["id"] for q in ah.questions("v0.1")[:2]]
+
+
+def test_games_show_the_baseline_first_then_swapped() -> None:
+    q = ah.questions("v0.1", limit=1)
+    g1, g2 = ah.games(q, {q[0]["id"]: "MODEL"}, "m", "v0.1", ah.Decoding(0.0, 4096))
+    base = ah.baseline_answers("v0.1")[q[0]["id"]]
+    template = ah.judge_settings("v0.1").template
+    want = template.format(question_1=q[0]["prompt"], answer_1=base, answer_2="MODEL")
+    assert g1.request.messages[1]["content"] == want
+    swapped = g2.request.messages[1]["content"]
+    assert swapped == template.format(question_1=q[0]["prompt"], answer_1="MODEL", answer_2=base)
+    assert g1.request.messages[0] == {"role": "system", "content": ah.judge_settings("v0.1").system_prompt}
+
+
+# verdicts ------------------------------------------------------------------------------------
+V01_ENDINGS = [  # (judgment ending, label, ask again) as v0.1 gen_judgment.py's get_score
+    ("My final verdict is tie: [[A=B]]", "A=B", False),
+    ("Assistant B is significantly better: [[B>>A]].", "B>>A", False),
+    ("[[A>B]] ... so again, my final verdict: [[A>B]]", "A>B", False),  # one distinct label
+    ("first [[A>B]], but on reflection [[B>A]]", None, False),  # conflicting: an invalid game
+    ("My final verdict is that Assistant A is better.", None, True),  # none: ask again
+    ("my final verdict: [[a>b]]", None, True),  # case matters in v0.1
+    ("Verdict: [A>B]", None, True),  # single brackets are not v0.1's pattern
+    ("[[]] and then [[C]]", None, True),
+]
+V2_ENDINGS = [  # as the 2025 get_score: upper-cased, first pattern that matches, last match
+    ("My final verdict is tie: [[A=B]]", "A=B"),
+    ("first [[A>B]], but on reflection [[B>A]]", "B>A"),
+    ("my final verdict: [[a>>b]]", "A>>B"),
+    ("Verdict: [A>B]", "A>B"),
+    ("[B>A] then [[A>B]]", "A>B"),  # the double-bracket pattern is tried first
+    ("no label at all", None),
+]
+
+
+@pytest.mark.parametrize(("text", "label", "again"), V01_ENDINGS)
+def test_v01_verdicts(text: str, label: str | None, again: bool) -> None:
+    assert ah.parse_verdict(text, "v0.1") == (label, again)
+
+
+@pytest.mark.parametrize(("text", "label"), V2_ENDINGS)
+def test_v2_verdicts(text: str, label: str | None) -> None:
+    assert ah.parse_verdict(text, "v2.0") == (label, False)
+
+
+# scoring -------------------------------------------------------------------------------------
+LABELS = ["A>>B", "A>B", "A=B", "B>A", "B>>A"]
+
+
+def _rows(n: int, models: dict[str, list[float]], seed: int, invalid: float = 0.0) -> list[dict]:
+    """Random judgment rows (2024 schema); ``models`` gives each model's label probabilities."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for model, p in models.items():
+        for i in range(n):
+            games = []
+            for _ in range(2):
+                label = str(rng.choice(LABELS, p=p))
+                games.append({"score": None if rng.random() < invalid else label})
+            rows.append({"question_id": f"q{i}", "model": model, "judge": "j", "games": games})
+    return rows
+
+
+def _official_v01(rows: list[dict], baseline: str = "gpt-4-0314", weight: int = 3, rounds: int = 100):
+    """A transcription of the 2024 show_result.py (battles, compute_mle_elo, bootstrap, win rates)."""
+    from sklearn.linear_model import LogisticRegression
+
+    battles = pd.DataFrame()
+    for row in rows:
+        for g, (a_wins, b_wins) in enumerate((("model_a", "model_b"), ("model_b", "model_a"))):
+            out = {"question_id": row["question_id"], "model_a": baseline, "model_b": row["model"]}
+            s, w = row["games"][g]["score"], 1
+            if s == "A=B":
+                out["winner"] = "tie"
+            elif s in ("A>B", "A>>B"):
+                out["winner"], w = a_wins, weight if s == "A>>B" else 1
+            elif s in ("B>A", "B>>A"):
+                out["winner"], w = b_wins, weight if s == "B>>A" else 1
+            else:
+                w = 0
+            if w:
+                battles = pd.concat([battles, pd.DataFrame([out] * w)])
+
+    def mle(df):
+        models = pd.concat([df["model_a"], df["model_b"]]).unique()
+        models = pd.Series(np.arange(len(models)), index=models)
+        df = pd.concat([df, df], ignore_index=True)
+        n = df.shape[0]
+        x = np.zeros([n, len(models)])
+        x[np.arange(n), models[df["model_a"]]] = +math.log(10)
+        x[np.arange(n), models[df["model_b"]]] = -math.log(10)
+        y = np.zeros(n)
+        y[df["winner"] == "model_a"] = 1.0
+        tie = (df["winner"] == "tie").to_numpy().copy()
+        tie[len(tie) // 2:] = False
+        y[tie] = 1.0
+        lr = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-8).fit(x, y)
+        elo = 400 * lr.coef_[0] + 1000
+        elo += 1000 - elo[models[baseline]]
+        return pd.Series(elo, index=models.index)
+
+    point = mle(battles)
+
+    def wr(e: float) -> float:
+        return 100 / (1 + 10 ** ((1000 - e) / 400))
+
+    if not rounds:  # (on a handful of battles a resample can hold one class, where sklearn stops)
+        return {m: (wr(point[m]),) for m in point.index if m != baseline}
+    np.random.seed(42)
+    boot = pd.DataFrame([mle(battles.sample(frac=1.0, replace=True)) for _ in range(rounds)])
+    return {m: (wr(point[m]), wr(np.percentile(boot[m], 2.5)), wr(np.percentile(boot[m], 97.5)))
+            for m in point.index if m != baseline}
+
+
+def test_v01_scores_equal_a_transcription_of_the_official_script() -> None:
+    rows = _rows(60, {"m1": [0.1, 0.2, 0.2, 0.3, 0.2], "m2": [0.3, 0.3, 0.2, 0.1, 0.1]}, seed=0,
+                 invalid=0.05)
+    ours = ah.score(rows, "v0.1")
+    theirs = _official_v01(rows)
+    for m in ("m1", "m2"):
+        got = (ours[m]["score"], ours[m]["ci_lower"], ours[m]["ci_upper"])
+        assert got == pytest.approx(theirs[m], abs=1e-4)
+        assert ours[m]["ci_lower"] < ours[m]["score"] < ours[m]["ci_upper"]
+    assert ours["m1"]["n_questions"] == 60
+
+
+def test_bradley_terry_equals_the_closed_form_against_one_baseline() -> None:
+    rows = _rows(80, {"m": [0.1, 0.25, 0.3, 0.2, 0.15]}, seed=3)
+    df, invalid = sc.battles(ah.normalise(rows, "v0.1"), "v0.1")
+    assert invalid == 0
+    weights = {"A>>B": 3, "B>>A": 3}
+    n = wins = 0.0
+    for r in rows:  # (weighted wins + ½ ties) / weighted N, from the model's side
+        for g, label in enumerate(x["score"] for x in r["games"]):
+            w = weights.get(label, 1)
+            model_wins = label.startswith("A") if g == 1 else label.startswith("B")
+            wins += w * (0.5 if "=" in label else float(model_wins))
+            n += w
+    assert len(df) == n
+    rating = sc.bt_ratings(df, "gpt-4-0314")["m"]
+    assert 100 * sc.win_rate(rating) == pytest.approx(100 * wins / n, abs=1e-4)
+    assert ah.score(rows, "v0.1")["m"]["score"] == pytest.approx(100 * wins / n, abs=1e-4)
+
+
+def test_bootstrap_is_deterministic_under_the_seed_and_brackets_the_estimate() -> None:
+    rows = _rows(40, {"m": [0.15, 0.25, 0.2, 0.25, 0.15]}, seed=5)
+    df, _ = sc.battles(ah.normalise(rows, "v0.1"), "v0.1")
+    a, b = sc.score_v01(df, "gpt-4-0314"), sc.score_v01(df, "gpt-4-0314")
+    other = sc.score_v01(df, "gpt-4-0314", seed=7)
+    assert a == b and a["m"]["ci_lower"] != other["m"]["ci_lower"]
+    assert a["m"]["ci_lower"] < a["m"]["score"] < a["m"]["ci_upper"]
+    v2 = sc.score_v2(df)
+    assert v2 == sc.score_v2(df) and v2["m"]["ci_lower"] < v2["m"]["score"] < v2["m"]["ci_upper"]
+
+
+def _official_v2(rows: list[dict], weight: int = 3) -> dict[str, tuple[float, float, float]]:
+    """A transcription of the 2025 show_result.py's load_judgments + print_leaderboard (seeded)."""
+    label_to_score = {"A>B": [1], "A>>B": [1] * weight, "A=B": [0.5], "A<<B": [0] * weight, "A<B": [0],
+                      "B>A": [0], "B>>A": [0] * weight, "B=A": [0.5], "B<<A": [1] * weight, "B<A": [1]}
+    data = pd.DataFrame(rows)
+    null = data.games.map(lambda x: x[0]["score"] is None or x[1]["score"] is None)
+    data = data[~null].reset_index(drop=True)
+    data["scores"] = data.games.map(lambda x: label_to_score[x[1]["score"]]
+                                    + [1 - s for s in label_to_score[x[0]["score"]]])
+    battles = data[["uid", "model", "scores"]].explode("scores").reset_index(drop=True)
+    battles = battles[["model", "scores"]]
+    np.random.seed(42)
+    boots = pd.concat([battles.groupby("model").sample(frac=1.0, replace=True).groupby("model").mean()
+                       for _ in range(100)])
+    boots["scores"] = boots["scores"].astype(float)
+    mean, lo, hi = (boots.groupby("model").mean(), boots.groupby("model").quantile(0.05),
+                    boots.groupby("model").quantile(0.95))
+    return {m: (100 * mean.loc[m, "scores"], 100 * lo.loc[m, "scores"], 100 * hi.loc[m, "scores"])
+            for m in mean.index}
+
+
+def test_v2_scores_equal_a_transcription_of_the_official_script() -> None:
+    rows = _rows(50, {"m1": [0.1, 0.2, 0.2, 0.3, 0.2], "m2": [0.3, 0.3, 0.2, 0.1, 0.1]}, seed=1,
+                 invalid=0.05)
+    rows = [{"uid": r["question_id"], "category": "hard_prompt", "judge": "j", "model": r["model"],
+             "baseline": "o3-mini-2025-01-31", "games": r["games"]} for r in rows]
+    ours, theirs = ah.score(rows, "v2.0"), _official_v2(rows)
+    for m in ("m1", "m2"):
+        got = (ours[m]["score"], ours[m]["ci_lower"], ours[m]["ci_upper"])
+        assert got == pytest.approx(theirs[m], abs=1e-9)
+    dropped = sum(1 for r in rows if r["model"] == "m1" and any(g["score"] is None for g in r["games"]))
+    assert dropped and ours["m1"]["invalid_games"] == 2 * dropped  # v2.0 drops the question
+
+
+def test_v01_drops_a_game_and_v2_the_question() -> None:
+    row = {"id": "q", "model": "m", "category": "c", "labels": ["A>>B", None]}
+    df, invalid = sc.battles([row], "v0.1")
+    assert list(df["score"]) == [0.0, 0.0, 0.0] and invalid == 1
+    df, invalid = sc.battles([row], "v2.0")
+    assert df.empty and invalid == 2
+    df, _ = sc.battles([{**row, "labels": ["A<B", "B<<A"]}], "v0.1")  # 2025-only labels
+    assert df.empty
+    df, _ = sc.battles([{**row, "labels": ["A<B", "B<<A"]}], "v2.0")
+    assert list(df["score"]) == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_style_control_removes_a_length_advantage() -> None:
+    """Both models are as good as the baseline, but the judge likes length and m_long writes long:
+    without style control m_long looks better; with it the two come out alike."""
+    rng = np.random.default_rng(0)
+    rows, texts = [], {}
+    for i in range(300):
+        texts[(f"q{i}", "gpt-4-0314")] = "w " * 200
+        for model, mean in (("m_long", 400), ("m_plain", 200)):
+            n = int(rng.integers(mean // 2, mean * 3 // 2))
+            texts[(f"q{i}", model)] = "w " * n
+            p_win = 1 / (1 + math.exp(-4 * (n - 200) / (n + 200)))
+            labels = ["B>A" if rng.random() < p_win else "A>B", "A>B" if rng.random() < p_win else "B>A"]
+            rows.append({"question_id": f"q{i}", "model": model, "games": [{"score": s} for s in labels]})
+    plain = ah.score(rows, "v0.1")
+    styled = ah.score(rows, "v0.1", {"texts": texts, "count": lambda t: len(t.split())})
+    assert plain["m_long"]["score"] - plain["m_plain"]["score"] > 15
+    assert abs(styled["m_long"]["score"] - styled["m_plain"]["score"]) < 5
+    assert styled["m_long"]["ci_lower"] < styled["m_long"]["score"] < styled["m_long"]["ci_upper"]
+
+
+def test_2024_and_2025_rows_rescore_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = _rows(30, {"m": [0.1, 0.2, 0.4, 0.2, 0.1]}, seed=2)
+    f24, f25 = tmp_path / "m24.jsonl", tmp_path / "m25.jsonl"
+    f24.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    f25.write_text("".join(json.dumps({"uid": r["question_id"], "category": "arena-hard-v0.1",
+                                       "judge": "j", "model": r["model"], "baseline": "gpt-4-0314",
+                                       "games": r["games"]}) + "\n" for r in rows))
+    out = []
+    for f in (f24, f25):
+        assert main(["eval", "arena_hard", "--from-judgments", str(f), "--json"]) == 0
+        out.append(json.loads(capsys.readouterr().out))
+    assert out[0] == out[1] and out[0]["m"]["n_questions"] == 30
+    assert main(["eval", "arena_hard", "--from-judgments", str(f24)]) == 0
+    text = capsys.readouterr().out
+    assert "Arena-Hard v0.1 (arena-hard-v0.1 vs gpt-4-0314)" in text
+    assert f"{out[0]['m']['score']:6.1f}" in text
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"model": "m", "games": []}) + "\n")
+    assert main(["eval", "arena_hard", "--from-judgments", str(bad)]) == 2
+    assert "row 1: an Arena-Hard judgment row needs question_id or uid" in capsys.readouterr().err
+    assert main(["eval", "mt_bench", "--from-judgments", str(f24), "--version", "v2.0"]) == 2
+    assert "--version v2.0 is not a version of mt_bench" in capsys.readouterr().err
+
+
+# end to end ----------------------------------------------------------------------------------
+def _judge_yaml(tmp_path: Path, url: str) -> Path:
+    p = tmp_path / "fake-gpt-4-1106-preview.yaml"
+    p.write_text(json.dumps({"model": "gpt-4-1106-preview", "base_url": url, "api_key_env": None,
+                             "max_tokens": 4096, "concurrency": 4,
+                             "price": {"input_per_mtok": 10, "output_per_mtok": 30}}))
+    return p
+
+
+def test_end_to_end_with_an_endpoint_judge(tiny_model_dir: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """Scripted verdicts: game 1 of question 1 gets no label, then [[B>A]] when asked to continue;
+    every other game says the model's answer (A or B) is slightly better, except game 1 of
+    question 2, a tie."""
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
+    qs = ah.questions("v0.1", limit=2)
+    base = ah.baseline_answers("v0.1")
+
+    def reply(messages: list[dict]) -> str:
+        if messages[-1]["content"] == ah.CONTINUE:
+            return "Sorry. My final verdict is [[B>A]]"
+        user = messages[1]["content"]
+        q = 0 if user.startswith(f"<|User Prompt|>\n{qs[0]['prompt']}\n") else 1
+        if f"<|The Start of Assistant A's Answer|>\n{base[qs[q]['id']]}" in user:  # game 1
+            return "Both are fine." if q == 0 else "My final verdict is tie: [[A=B]]"
+        return "[[A>B]]"  # game 2: the model is assistant A
+
+    out = tmp_path / "eval"
+    with FakeOpenAI(reply=reply) as srv:
+        judge = _judge_yaml(tmp_path, srv.url)
+        cmd = ["eval", "arena_hard", "--model", str(tiny_model_dir), "--name", "tiny", "--judge", str(judge),
+               "--limit", "2", "--max-new-tokens", "4", "--dtype", "float32", "--out", str(out),
+               "--no-progress"]
+        assert main([*cmd, "--dry-run"]) == 0 and not srv.requests
+        dry = [json.loads(x) for x in (out / "judge_requests.jsonl").read_text().splitlines()]
+        assert len(dry) == 4 and dry[0]["max_tokens"] == 4096 and dry[0]["temperature"] == 0.0
+        capsys.readouterr()
+        assert main([*cmd, "--json", "--yes"]) == 0
+        assert len(srv.requests) == 5  # 4 games + 1 second attempt
+        second = next(r for r in srv.requests if len(r["messages"]) == 4)
+        assert [m["role"] for m in second["messages"]] == ["system", "user", "assistant", "user"]
+        assert sorted(json.dumps(r["messages"]) for r in srv.requests if len(r["messages"]) == 2) == \
+            sorted(json.dumps(r["messages"]) for r in dry)  # the dry run was exact
+        assert main([*cmd, "--json", "--yes"]) == 0 and len(srv.requests) == 5  # all cached
+    metrics = json.loads(capsys.readouterr().out.splitlines()[-1])
+    # battles from the model's side: q1 game1 B>A (1), game2 A>B (1); q2 game1 tie (.5), game2 A>B (1)
+    assert metrics["score"] == pytest.approx(100 * 3.5 / 4, abs=1e-3)
+    assert metrics["invalid_games"] == 0 and metrics["n_questions"] == 2 and metrics["battles"] == 4
+    answers = [json.loads(x) for x in (out / "model_answer" / "tiny.jsonl").read_text().splitlines()]
+    assert set(answers[0]) == {"question_id", "answer_id", "model_id", "choices", "tstamp"}
+    assert "token_len" in answers[0]["choices"][0]["turns"][0]
+    rows = [json.loads(x) for x in
+            (out / "model_judgment" / "gpt-4-1106-preview" / "tiny.jsonl").read_text().splitlines()]
+    assert set(rows[0]) == {"question_id", "model", "judge", "games"}
+    assert rows[0]["games"][0]["judgment"] == "\nBoth are fine.\nSorry. My final verdict is [[B>A]]"
+    assert [g["score"] for r in rows for g in r["games"]] == ["B>A", "A>B", "A=B", "A>B"]
+    theirs = _official_v01(rows, rounds=0)["tiny"]  # the official script on the files written
+    assert theirs[0] == pytest.approx(metrics["score"], abs=1e-3)
+    result = json.loads((out / "results.json").read_text())
+    prov = result["provenance"]
+    assert result["version"] == "arena-hard-v0.1"
+    assert prov["baseline"] == "gpt-4-0314" and prov["n_examples"] == 2 and prov["style_control"] is False
+    assert prov["judge"].startswith("openai:gpt-4-1106-preview@http://127.0.0.1")
+
+
+def test_end_to_end_with_a_local_judge_v2(tiny_model_dir: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
+    """The CPU path: the model under test and an in-process judge (the tiny random model, whose
+    judgments hold no verdict: every game is invalid and the score is missing, not invented)."""
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
+    judge_dir = shutil.copytree(tiny_model_dir, tmp_path / "tiny-judge")
+    config = json.loads((judge_dir / "config.json").read_text())
+    (judge_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 16384}))
+    judge = tmp_path / "local.yaml"
+    judge.write_text(json.dumps({"kind": "local", "model": str(judge_dir), "max_tokens": 4,
+                                 "dtype": "float32"}))
+    out = tmp_path / "eval"
+    # (the first v2.0 question is longer than the tiny model's context: both use the long copy)
+    assert main(["eval", "arena_hard", "--version", "v2.0", "--model", str(judge_dir), "--name", "tiny",
+                 "--judge", str(judge), "--limit", "1", "--max-new-tokens", "4", "--dtype", "float32",
+                 "--out", str(out), "--no-progress", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.splitlines()[-1])
+    judged = out / "model_judgment" / "tiny-judge" / "tiny.jsonl"
+    rows = [json.loads(x) for x in judged.read_text().splitlines()]
+    assert set(rows[0]) == {"uid", "category", "judge", "model", "baseline", "games"}
+    assert rows[0]["baseline"] == "o3-mini-2025-01-31" and len(rows[0]["games"]) == 2
+    labels = [ah.parse_verdict(g["judgment"]["answer"], "v2.0")[0] for g in rows[0]["games"]]
+    assert [g["score"] for g in rows[0]["games"]] == labels
+    assert labels == [None, None]  # (greedy, so always the same 4 tokens)
+    assert metrics["score"] is None and metrics["invalid_games"] == 2
+    answers = [json.loads(x) for x in (out / "model_answer" / "tiny.jsonl").read_text().splitlines()]
+    assert set(answers[0]) == {"uid", "ans_id", "model", "messages", "tstamp", "metadata"}
+    result = json.loads((out / "results.json").read_text())
+    assert result["version"] == "arena-hard-v2.0"
+    assert result["provenance"]["judge_decoding"]["max_tokens"] == 4  # capped by the judge config
+    assert result["provenance"]["judge_decoding"]["official_max_tokens"] == 16000
