@@ -83,15 +83,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="mt_bench: re-aggregate FastChat model_judgment/<judge>_single.jsonl; "
                         "arena_hard: re-score arena-hard-auto model_judgment files (2024 or 2025 "
                         "rows); published ones included, no judge called")
-    p.add_argument("--version", choices=["v1", "v0.1", "v2.0"], default=None,
-                   help="open_llm: leaderboard version (v1; v2 is not available yet); arena_hard: "
-                        "v0.1 (default, the SPPO paper's) or v2.0")
+    p.add_argument("--version", choices=["v1", "v2", "v0.1", "v2.0"], default=None,
+                   help="open_llm: leaderboard version v1 (default) or v2; arena_hard: v0.1 "
+                        "(default, the SPPO paper's) or v2.0")
     p.add_argument("--style-control", action="store_true",
                    help="arena_hard: control for answer length and markdown (reported as its own "
                         "version)")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
-                   help="open_llm: v1 tasks to run (arc_challenge hellaswag mmlu truthfulqa_mc2 "
-                        "winogrande gsm8k; default all)")
+                   help="open_llm: tasks to run (v1: arc_challenge hellaswag mmlu truthfulqa_mc2 "
+                        "winogrande gsm8k; v2: ifeval bbh math_lvl5 gpqa musr mmlu_pro; default all)")
     p.add_argument("--chat-template", action="store_true",
                    help="open_llm: format prompts with the model's chat template (recorded)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -363,7 +363,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.benchmark == "open_llm":
         from harness.benchmarks import open_llm
 
-        open_llm.selected_tasks(args.tasks)  # refuse bad names before loading the model
+        open_llm.selected_tasks(args.tasks, args.version or "v1")  # before loading the model
     elif args.benchmark == "alpaca_eval":
         alpaca_eval.check_annotator(args.annotator)
     path = resolve_source(args.model)
@@ -374,7 +374,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         model = load_model(path, args.dtype, device, args.trust_remote_code)
         result = open_llm.evaluate(
             model, load_tokenizer(path, args.trust_remote_code), out, limit=args.limit,
-            tasks=args.tasks, batch_size=args.batch_size, device=device,
+            tasks=args.tasks, batch_size=args.batch_size, device=device, version=args.version or "v1",
             apply_chat_template=args.chat_template, seed=args.seed,
             provenance={"model": path, "dtype": args.dtype})
         _print_metrics({k: v for k, v in result["metrics"].items() if k != "tasks"}, args.json)
@@ -424,7 +424,7 @@ def _mt_bench_from_judgments(args: argparse.Namespace) -> int:
 
 
 def _check_version(args: argparse.Namespace) -> None:
-    allowed = {"open_llm": ("v1",), "arena_hard": ("v0.1", "v2.0")}.get(args.benchmark, ())
+    allowed = {"open_llm": ("v1", "v2"), "arena_hard": ("v0.1", "v2.0")}.get(args.benchmark, ())
     if args.version is not None and args.version not in allowed:
         raise ConfigError(f"--version {args.version} is not a version of {args.benchmark}"
                           + (f" (choose from {', '.join(allowed)})" if allowed else ""))

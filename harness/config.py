@@ -118,14 +118,23 @@ class ArenaHardConfig(_Strict):
     style_control: bool = Field(False, description="control for length and markdown (its own version)")
 
 
-V1Task = Literal["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k"]
+OpenLLMTask = Literal["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k",
+                      "ifeval", "bbh", "math_lvl5", "gpqa", "musr", "mmlu_pro"]
 
 
 class OpenLLMConfig(_Strict):
-    tasks: list[V1Task] | None = Field(None, description="v1 tasks to run (default: all six)")
+    version: Literal["v1", "v2"] = "v1"
+    tasks: list[OpenLLMTask] | None = Field(None, description="tasks of the version (default: all six)")
     limit: int | None = Field(None, ge=1, description="first N examples of each (sub)task (smoke runs)")
     batch_size: int = Field(8, ge=1)
     apply_chat_template: bool = False
+
+    @model_validator(mode="after")
+    def _tasks_of_the_version(self) -> OpenLLMConfig:
+        from harness.benchmarks.open_llm import selected_tasks
+
+        selected_tasks(self.tasks, self.version)  # a ConfigError names the strangers
+        return self
 
 
 class EvaluationConfig(_Strict):

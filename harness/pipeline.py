@@ -374,9 +374,10 @@ class SPPORun:
 
         cfg = self.config.evaluation.open_llm
         model, tok = self._load_policy(self.policy_path(t))  # handed to lm-eval as is
+        name = open_llm.NAME if cfg.version == "v1" else open_llm.NAME_V2
         result = open_llm.evaluate(
-            model, tok, self.dir.eval_dir(t, open_llm.NAME), limit=cfg.limit, tasks=cfg.tasks,
-            batch_size=cfg.batch_size, device=self.opts.device,
+            model, tok, self.dir.eval_dir(t, name), limit=cfg.limit, tasks=cfg.tasks,
+            batch_size=cfg.batch_size, device=self.opts.device, version=cfg.version,
             apply_chat_template=cfg.apply_chat_template, seed=self.opts.seed,
             provenance={"model": self.policy_path(t), "iteration": t, "profile": self.config.profile,
                         "dtype": self.config.sampling.dtype, "base_config": self.config.name,

@@ -107,7 +107,8 @@ def write_leaderboard(run: RunDir) -> str:
     if benchmarks:
         from harness import leaderboard
 
-        names = {"alpaca_eval": "AlpacaEval 2.0", "open_llm": "Open LLM v1"}
+        names = {"alpaca_eval": "AlpacaEval 2.0", "mt_bench": "MT-Bench", "arena_hard": "Arena-Hard",
+                 "open_llm": "Open LLM v1", "open_llm_v2": "Open LLM v2"}
         lines += ["", f"## Benchmarks: {', '.join(names.get(b, b) for b in benchmarks)}", "",
                   leaderboard.to_markdown(leaderboard.build([run.root]))]
     gens = [run.generations(t) for t in iters if t > 0 and run.generations(t).exists()]

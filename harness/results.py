@@ -39,6 +39,15 @@ HEADLINE: dict[str, list[tuple[str, str | None, str]]] = {
         ("winogrande", "winogrande_stderr", "Winogrande 5-shot (%)"),
         ("gsm8k", "gsm8k_stderr", "GSM8K 5-shot (%)"),
     ],
+    "open_llm_v2": [
+        ("average", None, "Open LLM v2 avg (normalised)"),
+        ("ifeval", None, "IFEval (strict, %)"),
+        ("bbh", None, "BBH (normalised)"),
+        ("math_lvl5", None, "MATH lvl 5 (%)"),
+        ("gpqa", None, "GPQA (normalised)"),
+        ("musr", None, "MuSR (normalised)"),
+        ("mmlu_pro", None, "MMLU-Pro (normalised)"),
+    ],
 }
 PROTOCOL_FIELDS = ("judge", "judge_dtype", "annotator", "baseline", "n_examples", "limit", "profile",
                    "prompts", "data", "apply_chat_template", "lm_eval", "tasks")
@@ -85,9 +94,9 @@ def cells_from_results(run: str, iteration: int | None, model: str, record: dict
         value = metrics.get(metric)
         note = (metrics.get("lc_unavailable") if metric == "length_controlled_winrate"
                 else (metrics.get("tasks", {}).get(metric) or {}).get("unavailable")
-                if bench == "open_llm" else None)
-        if bench == "open_llm" and metric == "average" and metrics.get("average_is_partial"):
-            note = "partial average: not all six v1 tasks ran"
+                if bench in ("open_llm", "open_llm_v2") else None)
+        if bench in ("open_llm", "open_llm_v2") and metric == "average" and metrics.get("average_is_partial"):
+            note = f"partial average: not all six {record.get('version')} tasks ran"
         if value is None and bench == "arena_hard":
             note = f"no valid verdict: {metrics.get('invalid_games')} games without a usable label"
         if value is None and bench == "mt_bench":

@@ -1,5 +1,6 @@
-"""Open LLM Leaderboard v1 through lm-eval: converters on real mirror rows, local task configs, and
-the harness's numbers equal to lm-eval called directly (same model, task, shots, limit, seed)."""
+"""Open LLM Leaderboard through lm-eval: v1 converters on real mirror rows, local task configs, and
+the harness's numbers equal to lm-eval called directly (same model, task, shots, limit, seed); v2's
+normalisation against hand-computed values."""
 
 from __future__ import annotations
 
@@ -105,3 +106,65 @@ def test_cli_runs_open_llm_on_a_checkpoint(
     assert saved["provenance"]["tasks"] == ["gsm8k", "truthfulqa_mc2"]
     assert saved["provenance"]["limit"] == 2 and saved["provenance"]["lm_eval"].startswith("0.4")
     assert main(["eval", "open_llm", "--model", str(tiny_model_dir), "--tasks", "piqa"]) == 2
+
+
+# v2 ------------------------------------------------------------------------------------------
+def _samples(*choices: int) -> list[dict]:
+    return [{"arguments": [("ctx", f" c{i}") for i in range(c)]} for c in choices]
+
+
+def test_v2_normalisation_against_hand_computed_values() -> None:
+    tasks = {t.name: t for t in open_llm.V2_TASKS}
+    assert [t.name for t in open_llm.V2_TASKS] == ["ifeval", "bbh", "math_lvl5", "gpqa", "musr", "mmlu_pro"]
+    # BBH: per subtask, then averaged: (0.75 − ½)/(1 − ½) = 50; 0.2 is below chance (¼) → 0
+    results = {"leaderboard_bbh": {"acc_norm,none": 0.5}, "bbh_a": {"acc_norm,none": 0.75},
+               "bbh_b": {"acc_norm,none": 0.2}}
+    bbh = open_llm.v2_score(tasks["bbh"], results, ["bbh_a", "bbh_b"],
+                            {"bbh_a": _samples(2, 2), "bbh_b": _samples(4, 4, 4)})
+    assert bbh["score"] == pytest.approx(25.0) and bbh["raw"] == pytest.approx(50.0)
+    assert bbh["subtasks"]["bbh_a"] == {"raw": 75.0, "choices": 2, "score": pytest.approx(50.0)}
+    # GPQA: the group's score over 4 choices: (0.4 − ¼)/(¾) = 20
+    gpqa = open_llm.v2_score(tasks["gpqa"], {"leaderboard_gpqa": {"acc_norm,none": 0.4}},
+                             ["g1", "g2"], {"g1": _samples(4), "g2": _samples(4, 4)})
+    assert gpqa["score"] == pytest.approx(20.0) and gpqa["choices"] == 4
+    # MMLU-Pro: up to 10 options (some questions have fewer): (0.28 − 0.1)/0.9 = 20
+    pro = open_llm.v2_score(tasks["mmlu_pro"], {"leaderboard_mmlu_pro": {"acc,none": 0.28}}, [],
+                            {"leaderboard_mmlu_pro": _samples(10, 7, 10)})
+    assert pro["score"] == pytest.approx(20.0) and pro["choices"] == 10
+    # IFEval: mean of prompt- and instruction-level strict accuracy; MATH: exact match, in percent
+    ifeval = open_llm.v2_score(tasks["ifeval"], {"leaderboard_ifeval": {
+        "prompt_level_strict_acc,none": 0.3, "inst_level_strict_acc,none": 0.5}}, [], {})
+    assert ifeval["score"] == pytest.approx(40.0)
+    math = open_llm.v2_score(tasks["math_lvl5"], {"leaderboard_math_hard": {"exact_match,none": 0.07}},
+                             ["m1"], {"m1": []})
+    assert math["score"] == pytest.approx(7.0)
+    assert open_llm.normalise(1.0, 3) == pytest.approx(100.0)
+    with pytest.raises(open_llm.DataError):
+        open_llm.normalise(0.5, 1)
+
+
+def test_v2_tasks_are_checked_per_version(tmp_path: Path) -> None:
+    from harness.config import OpenLLMConfig
+    from harness.errors import ConfigError
+
+    assert [t.name for t in open_llm.selected_tasks(["musr", "bbh"], "v2")] == ["bbh", "musr"]
+    with pytest.raises(ConfigError, match=r"unknown Open LLM v2 task\(s\) \['arc_challenge'\]"):
+        OpenLLMConfig(version="v2", tasks=["arc_challenge"])
+    with pytest.raises(ConfigError, match="version 'v3' is not known"):
+        open_llm.selected_tasks(None, "v3")
+
+
+def test_v2_without_its_data_in_the_mirror_is_reported_unavailable(
+    mirror: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from harness.cli import main
+
+    out = tmp_path / "ol2"
+    assert main(["eval", "open_llm", "--version", "v2", "--model", str(tiny_model_dir), "--dtype", "float32",
+                 "--data-dir", str(mirror), "--out", str(out), "--json"]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["benchmark"] == "open_llm_v2" and saved["metrics"]["average"] is None
+    assert saved["metrics"]["tasks"]["bbh"]["unavailable"].startswith("no v2 data (leaderboard_bbh)")
+    assert main(["eval", "open_llm", "--version", "v2", "--model", str(tiny_model_dir),
+                 "--tasks", "mmlu"]) == 2
+    assert "unknown Open LLM v2 task(s) ['mmlu']" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Open LLM Leaderboard v1 through lm-evaluation-harness, used as a library.
+"""Open LLM Leaderboard v1 and v2 through lm-evaluation-harness, used as a library.
 
 The v1 suite is lm-eval's ``openllm`` group: ARC-Challenge 25-shot acc_norm, HellaSwag 10-shot
 acc_norm, MMLU 5-shot acc, TruthfulQA 0-shot mc2, Winogrande 5-shot acc, GSM8K 5-shot exact match;
@@ -10,6 +10,14 @@ With a data mirror, each task runs from local files: a task YAML rendered into t
 with ``data_files``), and a small converter writes the raw mirror files in the schema the task
 expects. Tasks whose data (or few-shot pool) the mirror lacks are reported as unavailable, and the
 average is then marked partial. Without a mirror, lm-eval's hub datasets are used unchanged.
+
+v2 is lm-eval's ``leaderboard`` group (IFEval, BBH, MATH level 5, GPQA, MuSR, MMLU-Pro, shots as
+its task files set them) scored as the leaderboard normalises: a multiple-choice score x with c
+choices becomes max(0, (x − 1/c)/(1 − 1/c))·100, per subtask for BBH and MuSR (then averaged),
+on the group score for GPQA and MMLU-Pro; IFEval is the mean of prompt- and instruction-level strict
+accuracy, MATH the exact match, both in percent; the v2 score is the mean of the six. The number
+of choices is read from the evaluated questions (the most any question of the (sub)task offers).
+No mirror here holds v2 data, so with a mirror set the v2 tasks are reported unavailable.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import yaml
 from harness.errors import ConfigError, DataError
 
 NAME = "open_llm"
+NAME_V2 = "open_llm_v2"  # its own benchmark in tables: v2 numbers never share a column with v1's
 VERSION = "v1"
 
 
@@ -47,6 +56,56 @@ V1_TASKS = (
     V1Task("winogrande", 5, "acc,none", None),  # the mirror lacks its train (few-shot) split
     V1Task("gsm8k", 5, "exact_match,strict-match", "gsm8k"),
 )
+
+
+@dataclass(frozen=True)
+class V2Task:
+    name: str
+    group: str  # lm-eval task or group
+    metrics: tuple[str, ...]  # lm-eval metric keys, averaged
+    normalise: str  # "none", "task" (the group's score) or "subtasks" (each, then averaged)
+
+
+V2_TASKS = (
+    V2Task("ifeval", "leaderboard_ifeval", ("prompt_level_strict_acc,none", "inst_level_strict_acc,none"),
+           "none"),
+    V2Task("bbh", "leaderboard_bbh", ("acc_norm,none",), "subtasks"),
+    V2Task("math_lvl5", "leaderboard_math_hard", ("exact_match,none",), "none"),
+    V2Task("gpqa", "leaderboard_gpqa", ("acc_norm,none",), "task"),
+    V2Task("musr", "leaderboard_musr", ("acc_norm,none",), "subtasks"),
+    V2Task("mmlu_pro", "leaderboard_mmlu_pro", ("acc,none",), "task"),
+)
+
+
+def normalise(value: float, choices: int) -> float:
+    """The leaderboard's normalisation of a multiple-choice score (0–1) to 0–100 above chance."""
+    if choices < 2:
+        raise DataError(f"cannot normalise a score over {choices} choice(s)")
+    lower = 1.0 / choices
+    return 100.0 * max(0.0, (value - lower) / (1.0 - lower))
+
+
+def _choices(samples: list[dict[str, Any]]) -> int:
+    return max(len(s["arguments"]) for s in samples)
+
+
+def v2_score(task: V2Task, results: dict[str, dict[str, Any]], subtasks: list[str],
+             samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One v2 task's normalised score (and the raw ones) from lm-eval's results and samples."""
+    def raw(name: str) -> float:
+        return sum(float(results[name][m]) for m in task.metrics) / len(task.metrics)
+
+    out: dict[str, Any] = {"raw": 100 * raw(task.group)}
+    if task.normalise == "none":
+        out["score"] = out["raw"]
+    elif task.normalise == "task":
+        c = max(_choices(samples[s]) for s in (subtasks or [task.group]))
+        out.update(score=normalise(raw(task.group), c), choices=c)
+    else:
+        parts = {s: {"raw": 100 * raw(s), "choices": _choices(samples[s]),
+                     "score": normalise(raw(s), _choices(samples[s]))} for s in subtasks}
+        out.update(score=sum(p["score"] for p in parts.values()) / len(parts), subtasks=parts)
+    return out
 
 
 def _lm_eval_tasks_dir() -> Path:
@@ -141,13 +200,16 @@ def render_local_tasks(mirror: Path, out: Path) -> dict[str, str]:
     return names
 
 
-def selected_tasks(tasks: list[str] | None) -> list[V1Task]:
-    """The v1 tasks to run, in suite order; unknown names are refused."""
-    unknown = set(tasks or []) - {t.name for t in V1_TASKS}
+def selected_tasks(tasks: list[str] | None, version: str = "v1") -> list[Any]:
+    """The tasks of ``version`` to run, in suite order; unknown names are refused."""
+    if version not in ("v1", "v2"):
+        raise ConfigError(f"Open LLM Leaderboard version {version!r} is not known (v1 or v2)")
+    suite = V1_TASKS if version == "v1" else V2_TASKS
+    unknown = set(tasks or []) - {t.name for t in suite}
     if unknown:
-        raise ConfigError(f"unknown Open LLM v1 task(s) {sorted(unknown)}; "
-                          f"choose from {[t.name for t in V1_TASKS]}")
-    return [t for t in V1_TASKS if tasks is None or t.name in tasks]
+        raise ConfigError(f"unknown Open LLM {version} task(s) {sorted(unknown)}; "
+                          f"choose from {[t.name for t in suite]}")
+    return [t for t in suite if tasks is None or t.name in tasks]
 
 
 def v1_average(scores: dict[str, float | None]) -> tuple[float | None, bool]:
@@ -159,15 +221,18 @@ def v1_average(scores: dict[str, float | None]) -> tuple[float | None, bool]:
 
 def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None,
              tasks: list[str] | None = None, batch_size: int = 8, device: str = "cpu",
-             apply_chat_template: bool = False, seed: int = 0,
+             apply_chat_template: bool = False, seed: int = 0, version: str = "v1",
              provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the v1 tasks on an in-memory model through lm-eval; write and return results.json."""
+    """Run the tasks of ``version`` on an in-memory model through lm-eval; write results.json."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     from harness.artifacts import write_json
 
+    if version == "v2":
+        return _evaluate_v2(model, tokenizer, out_dir, limit, tasks, batch_size, device,
+                            apply_chat_template, seed, provenance)
     wanted = selected_tasks(tasks)
     mirror = os.environ.get("SPPO_DATA_DIR")
     local = render_local_tasks(Path(mirror), out_dir / "tasks") if mirror else {}
@@ -220,3 +285,50 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
     write_json(out_dir / "results.json", record)
     return record
 
+
+
+def _evaluate_v2(model: Any, tokenizer: Any, out_dir: Path, limit: int | None, tasks: list[str] | None,
+                 batch_size: int, device: str, apply_chat_template: bool, seed: int,
+                 provenance: dict[str, Any] | None) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    from harness.artifacts import write_json
+
+    wanted = selected_tasks(tasks, "v2")
+    mirror = os.environ.get("SPPO_DATA_DIR")
+    per_task: dict[str, Any] = {}
+    lm = None
+    for t in wanted:
+        if mirror:
+            per_task[t.name] = {"score": None,
+                                "unavailable": f"no v2 data ({t.group}) in the mirror {mirror}"}
+            continue
+        lm = lm or HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        start = time.perf_counter()
+        r = simple_evaluate(model=lm, tasks=[t.group], limit=limit, apply_chat_template=apply_chat_template,
+                            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                            fewshot_random_seed=seed, log_samples=True)
+        subtasks = list(r.get("group_subtasks", {}).get(t.group, []))
+        per_task[t.name] = {**v2_score(t, r["results"], subtasks, r["samples"]), "task": t.group,
+                            "n": sum(v["effective"] for v in r["n-samples"].values()),
+                            "n_shot": r.get("n-shot", {}), "versions": r.get("versions", {}),
+                            "seconds": round(time.perf_counter() - start, 2)}
+    scores = [v["score"] for v in per_task.values() if v["score"] is not None]
+    record = {
+        "benchmark": NAME_V2, "version": "v2",
+        "metrics": {"average": sum(scores) / len(scores) if scores else None,
+                    "average_is_partial": len(scores) < len(V2_TASKS),
+                    **{k: v["score"] for k, v in per_task.items()}, "tasks": per_task},
+        "provenance": {"lm_eval": version("lm-eval"), "limit": limit,
+                       "tasks": sorted(k for k, v in per_task.items() if v["score"] is not None),
+                       "apply_chat_template": apply_chat_template, "seed": seed,
+                       "normalisation": "open-llm-leaderboard v2",
+                       "data": "lm-eval hub datasets" if not mirror else "local mirror (no v2 data)",
+                       "data_dir": mirror,
+                       "n_examples": sum(v.get("n", 0) for v in per_task.values()), **(provenance or {})},
+    }
+    write_json(out_dir / "results.json", record)
+    return record
