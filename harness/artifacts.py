@@ -1,4 +1,10 @@
-"""Atomic artifact I/O: every file is written to a temporary name and renamed when complete."""
+"""Atomic artifact I/O: every file is written to a temporary name and renamed when complete.
+
+Long stages also keep a *partial* file: whole chunks of rows appended and fsynced as they finish
+(:func:`append_jsonl`), read back on resume by :func:`read_partial_jsonl`, which drops a line torn
+by a crash mid-write. A write that fails (disk full, permission denied) raises a
+:class:`~harness.errors.RunStateError` naming the path; what was committed before stays.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness.errors import DataError
+from harness.errors import DataError, RunStateError
 
 
 def _tmp_name(path: Path) -> Path:
@@ -31,17 +37,57 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, default=_json_default, allow_nan=False)
 
 
+def _write_failed(path: Path, exc: OSError) -> RunStateError:
+    return RunStateError(f"{path}: cannot write ({exc.strerror or exc}); the work committed before "
+                         "is kept: free space or fix permissions, then resume with --resume")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _write_failed(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Append whole rows to a partial file, durably (one write, flushed and fsynced)."""
+    text = "".join(dumps(r) + "\n" for r in rows)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise _write_failed(path, exc) from exc
+
+
+def read_partial_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete rows of a partial file ([] if none); a torn last line is dropped and cut off,
+    so the next append starts on a clean line."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):  # a crash mid-append: the tail is not a whole row
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    rows = []
+    for n, line in enumerate(data[:end].decode("utf-8").split("\n")[:-1], 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{n}: corrupt partial file ({exc.msg}); delete it to redo the stage") \
+                from None
+    return rows
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -89,6 +135,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces ``path`` in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed process
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = _tmp_name(path)
     tmp.mkdir()
     try:

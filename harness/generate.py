@@ -8,6 +8,7 @@ stops at EOS.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -128,7 +129,13 @@ class TransformersGenerator:
         self.progress = progress
 
     @torch.inference_mode()
-    def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[Generation]:
+    def generate(self, prompts: list[Prompt], sampling: Sampling,
+                 done: dict[str, Generation] | None = None,
+                 on_batch: Callable[[list[tuple[Prompt, Generation]]], None] | None = None,
+                 ) -> list[Generation]:
+        """As :meth:`Generator.generate`; batches whose prompts are all in ``done`` (by prompt id,
+        from an interrupted run) are taken from it, and ``on_batch`` receives each new batch.
+        Batches and their seeds do not depend on ``done``, so a resumed run samples the same."""
         tok = self.tokenizer
         texts = [chat_prompt(tok, p.prompt) for p in prompts]
         encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -140,6 +147,11 @@ class TransformersGenerator:
         bar = tqdm(total=len(batches) * k, desc="generate", unit="pass", disable=not self.progress)
         self.model.eval()
         for b, idx in enumerate(batches):
+            if done and all(prompts[i].prompt_id in done for i in idx):
+                for i in idx:
+                    out[i] = done[prompts[i].prompt_id]
+                bar.update(k)
+                continue
             width = max(len(encoded[i]) for i in idx)
             pad = tok.pad_token_id
             ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx])
@@ -173,6 +185,8 @@ class TransformersGenerator:
             for row, i in enumerate(idx):
                 texts_, ns, fin = zip(*per_prompt[row], strict=True)
                 out[i] = Generation(list(texts_), list(ns), list(fin))
+            if on_batch is not None:
+                on_batch([(prompts[i], out[i]) for i in idx])  # type: ignore[misc]
         bar.close()
         assert all(g is not None and len(g.responses) == k for g in out)
         return out  # type: ignore[return-value]

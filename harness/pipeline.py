@@ -16,10 +16,19 @@ from typing import Any
 import torch
 
 from harness import distributed, evaluate, report, sharded
-from harness.artifacts import atomic_dir, read_jsonl, write_json, write_jsonl
+from harness.artifacts import (
+    append_jsonl,
+    atomic_dir,
+    read_jsonl,
+    read_partial_jsonl,
+    write_json,
+    write_jsonl,
+)
 from harness.config import RunConfig
 from harness.errors import ConfigError, DataError, RunStateError
+from harness.faults import crash_point
 from harness.generate import (
+    Generation,
     Generator,
     Sampling,
     TransformersGenerator,
@@ -34,6 +43,7 @@ from harness.run_dir import RunDir
 from trainers import TrainRequest, get_trainer, launch
 
 log = logging.getLogger("harness")
+RANK_CHUNK = 64  # prompts ranked and committed together (a crash loses one chunk at most)
 
 
 @dataclass
@@ -169,6 +179,7 @@ class SPPORun:
         self._check_prompt_lengths(prompts, path)
         sampling = self._sampling()
         n = self._processes()
+        resumed = 0
         if n > 1 and not self._use_vllm():
             self._policy = None
             outs = sharded.generate(
@@ -179,38 +190,71 @@ class SPPORun:
             generator = {"backend": TransformersGenerator.name, "model": path, "processes": n}
         else:  # one process (vLLM spreads over the GPUs itself)
             gen = self._generator(path)
-            outs = gen.generate(prompts, sampling)
             generator = {"backend": gen.name, "model": path}
-        write_jsonl(self.dir.generations(t), (
-            {"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": g.responses,
-             "num_tokens": g.num_tokens, "finished": g.finished, "generator": generator,
-             "sampling": sampling.as_dict()}
-            for p, g in zip(prompts, outs, strict=True)))
+            if isinstance(gen, TransformersGenerator):
+                # batch by batch into a partial file: a crash loses one batch at most
+                partial = self.dir.partial(self.dir.generations(t))
+                done = {r["prompt_id"]: Generation(r["responses"], r["num_tokens"], r["finished"])
+                        for r in read_partial_jsonl(partial)}
+                resumed = len(done)
+
+                def commit(batch: list[tuple[Prompt, Generation]]) -> None:
+                    append_jsonl(partial, (self._generation_row(p, g, generator, sampling)
+                                           for p, g in batch))
+                    crash_point("generate/chunk")
+
+                outs = gen.generate(prompts, sampling, done=done, on_batch=commit)
+            else:
+                outs = gen.generate(prompts, sampling)
+        write_jsonl(self.dir.generations(t), (self._generation_row(p, g, generator, sampling)
+                                              for p, g in zip(prompts, outs, strict=True)))
+        self.dir.partial(self.dir.generations(t)).unlink(missing_ok=True)
         n_tok = sum(sum(g.num_tokens) for g in outs)
         cut = sum(not f for g in outs for f in g.finished)
         return {"prompts": len(prompts), "responses": len(prompts) * len(sampling.seeds),
                 "new_tokens": n_tok, "cut_at_max_new_tokens": cut, "processes": generator.get(
-                    "processes", 1)}
+                    "processes", 1), "resumed_prompts": resumed}
+
+    @staticmethod
+    def _generation_row(p: Prompt, g: Generation, generator: dict[str, Any],
+                        sampling: Sampling) -> dict[str, Any]:
+        return {"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": g.responses,
+                "num_tokens": g.num_tokens, "finished": g.finished, "generator": generator,
+                "sampling": sampling.as_dict()}
 
     def _rank(self, t: int) -> dict[str, Any]:
         rows = read_jsonl(self.dir.generations(t))
-        prompts, candidates = [r["prompt"] for r in rows], [r["responses"] for r in rows]
         n = self._processes()
+        resumed = 0
         if n > 1:
             name = self.config.ranker
-            scores = sharded.score(name, prompts, candidates, self._ranker_kwargs(),
-                                   work=self.dir.iter_dir(t), processes=n,
+            scores = sharded.score(name, [r["prompt"] for r in rows], [r["responses"] for r in rows],
+                                   self._ranker_kwargs(), work=self.dir.iter_dir(t), processes=n,
                                    config=self.opts.accelerate_config)
             details: dict[str, Any] = {}
-        else:
+        else:  # fixed chunks of prompts into a partial file: a crash loses one chunk at most
             ranker = self._get_ranker()
-            name, scores = ranker.name, ranker.score(prompts, candidates)
+            name = ranker.name
+            partial = self.dir.partial(self.dir.scores(t))
+            done = {r["prompt_id"]: r["scores"] for r in read_partial_jsonl(partial)}
+            resumed = len(done)
+            for start in range(0, len(rows), RANK_CHUNK):
+                chunk = rows[start:start + RANK_CHUNK]
+                if all(r["prompt_id"] in done for r in chunk):
+                    continue
+                got = ranker.score([r["prompt"] for r in chunk], [r["responses"] for r in chunk])
+                append_jsonl(partial, ({"prompt_id": r["prompt_id"], "scores": s}
+                                       for r, s in zip(chunk, got, strict=True)))
+                done.update({r["prompt_id"]: s for r, s in zip(chunk, got, strict=True)})
+                crash_point("rank/chunk")
+            scores = [done[r["prompt_id"]] for r in rows]
             details = dict(getattr(ranker, "details", {}))
         write_jsonl(self.dir.scores(t), (
             {"prompt_id": r["prompt_id"], "scores": s, "ranker": name}
             for r, s in zip(rows, scores, strict=True)))
+        self.dir.partial(self.dir.scores(t)).unlink(missing_ok=True)
         return {"ranker": name, "ranker_dtype": self.config.sampling.dtype, "processes": n,
-                **({"ranker_details": details} if details else {})}
+                "resumed_prompts": resumed, **({"ranker_details": details} if details else {})}
 
     def _probabilities(self, t: int) -> dict[str, Any]:
         gens = read_jsonl(self.dir.generations(t))
@@ -418,6 +462,8 @@ class SPPORun:
             check_judge(ah.judge or arena_hard.version(ah.version).judge)
         self._open()
         with self.dir.lock():
+            for p in self.dir.remove_stale_tmp():
+                _say(f"removed {p.relative_to(self.dir.root)}, left by an interrupted process")
             self.base_path = resolve_source(self.config.model.source)
             self.dir.meta["base_model_path"] = self.base_path
             self.dir.save()

@@ -59,6 +59,23 @@ class RunDir:
     def eval_dir(self, t: int, benchmark: str) -> Path:
         return self.iter_dir(t) / "eval" / benchmark
 
+    @staticmethod
+    def partial(path: Path) -> Path:
+        """Where a chunked stage keeps the chunks of ``path`` committed so far."""
+        return path.with_name(path.name + ".partial")
+
+    def remove_stale_tmp(self) -> list[Path]:
+        """Delete temporary files and folders a killed process left (call with the lock held)."""
+        import shutil
+
+        stale = list(self.root.rglob(".*.tmp-*"))
+        for p in stale:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        return stale
+
     # run.json -----------------------------------------------------------------------------
     def create(self, config: dict[str, Any], args: dict[str, Any]) -> None:
         self.meta = {

@@ -1,8 +1,10 @@
 """A ranker over the tiny test model, registered in every process via ``SPPO_PLUGINS=tiny_plugin``
-(``TINY_MODEL_DIR`` names the model)."""
+(``TINY_MODEL_DIR`` names the model). ``TINY_RANK_CHUNK`` shrinks the ranking chunk so that the
+kill tests can stop a run between chunks."""
 
 import os
 
+import harness.pipeline
 from harness.models import load_model, load_tokenizer
 from harness.rank import register
 from harness.rank.embedded import PMIRanker
@@ -13,3 +15,7 @@ def _tiny(device: str = "cpu", progress: bool = False, **_) -> PMIRanker:
     path = os.environ["TINY_MODEL_DIR"]
     return PMIRanker(load_model(path, device=device), load_tokenizer(path), "tiny-pmi",
                      progress=False)
+
+
+if os.environ.get("TINY_RANK_CHUNK"):
+    harness.pipeline.RANK_CHUNK = int(os.environ["TINY_RANK_CHUNK"])

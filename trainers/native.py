@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
+from harness.faults import crash_point
 from harness.logprobs import sequence_logps
 from harness.models import load_model
 from trainers.base import NonFiniteLossError, TrainRequest, TrainResult, register
@@ -142,6 +143,7 @@ class NativeTrainer:
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                 result.losses.append(step_loss)
+                crash_point("train/step")
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4g}")
         finally:

@@ -124,7 +124,8 @@ class JudgeRanker:
                 fill = sum(known) / len(known) if known else 0.0
                 bad += len(ratings) - len(known)
                 out.append([fill if r == -1 else r for r in ratings])
-        self.details.update(judgments=len(reqs), unparseable=bad)
+        for key, n in (("judgments", len(reqs)), ("unparseable", bad)):  # summed over calls
+            self.details[key] = self.details.get(key, 0) + n
         if bad:
             print(f"{self.name}: {bad} of {len(reqs)} verdicts did not parse (counted as "
                   f"{'ties' if self.pairwise else 'the mean rating'})", file=sys.stderr)

@@ -55,7 +55,8 @@ class RewardModelRanker:
         if cut:
             print(f"{self.name}: {cut} of {len(seqs)} sequences cut to {self.max_length} tokens",
                   file=sys.stderr)
-        self.details.update(sequences=len(seqs), truncated=cut)
+        for key, n in (("sequences", len(seqs)), ("truncated", cut)):  # summed over calls
+            self.details[key] = (self.details.get(key) or 0) + n
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         flat = [0.0] * len(seqs)
         pad, device = self.tokenizer.pad_token_id, self.model.device

@@ -1,0 +1,144 @@
+"""Kill tests: a run is SIGKILLed inside a stage (at a crash point drawn at random), resumed, and
+must end with the artifacts of an uninterrupted run with the same seed: the same bytes, nothing
+duplicated, nothing lost, no temporary or partial file left."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+TESTS = Path(__file__).parent
+# crash point -> (its stage, how many times the tiny run passes it)
+POINTS = {"generate/chunk": ("iter-1/generate", 3), "rank/chunk": ("iter-1/rank", 3),
+          "train/step": ("iter-1/train", 2)}
+COMPARED = ("iter-1/generations.jsonl", "iter-1/scores.jsonl", "iter-1/preferences.jsonl",
+            "iter-1/checkpoint/model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def kill_config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    cfg = {
+        "name": "tiny",
+        "model": {"source": str(tiny_model_dir)},
+        # 6 prompts in generation batches of 2: 3 batches; ranking chunks of 2 prompts: 3 chunks;
+        # 6 pairs in global batches of 3 over 1 epoch: 2 optimizer steps
+        "sampling": {"k": 3, "seeds": [0, 50, 100], "max_new_tokens": 6, "batch_size": 2,
+                     "dtype": "float32"},
+        "training": {"learning_rate": 1e-3, "global_batch_size": 3, "per_device_batch_size": 3,
+                     "epochs": 1, "max_length": 256, "max_prompt_length": 192, "dtype": "float32"},
+        "prompts": {"iterations": ["embedded"], "per_iteration": 6, "heldout_size": 2},
+        "ranker": "tiny-pmi",
+    }
+    path = tmp_path_factory.mktemp("kill") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _harness(config: Path, out: Path, model_dir: Path, resume: bool = False,
+             crash_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TINY_MODEL_DIR": str(model_dir), "SPPO_PLUGINS": "tiny_plugin",
+           "TINY_RANK_CHUNK": "2",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env.pop("SPPO_CRASH_AT", None)
+    if crash_at:
+        env["SPPO_CRASH_AT"] = crash_at
+    cmd = [sys.executable, "-m", "harness", "run", "--base", str(config), "--iters", "1",
+           "--out", str(out), "--no-progress", *(["--resume"] if resume else [])]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _files(root: Path) -> set[str]:
+    skip = ("run.json", "leaderboard.", "plots/", "iter-1/train_log.jsonl")
+    return {str(p.relative_to(root)) for p in root.rglob("*")
+            if p.is_file() and not str(p.relative_to(root)).startswith(skip)}
+
+
+@pytest.fixture(scope="module")
+def reference(kill_config: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "run"
+    done = _harness(kill_config, out, tiny_model_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("point", sorted(POINTS))
+def test_killed_inside_a_stage_resumes_to_the_uninterrupted_result(
+        point: str, reference: Path, kill_config: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    stage, passes = POINTS[point]
+    n = random.Random(point).randint(1, passes - 1)  # a kill between two committed chunks
+    out = tmp_path / "run"
+    killed = _harness(kill_config, out, tiny_model_dir, crash_at=f"{point}:{n}")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["stages"][stage]["state"] == "running"  # killed inside the stage
+    if point != "train/step":
+        artifact = {"generate/chunk": "generations.jsonl", "rank/chunk": "scores.jsonl"}[point]
+        partial = out / "iter-1" / f"{artifact}.partial"
+        rows = partial.read_text().splitlines()
+        assert len(rows) == 2 * n and not (out / "iter-1" / artifact).exists()
+    # the lock of the dead process is reported, not taken over
+    refused = _harness(kill_config, out, tiny_model_dir, resume=True)
+    assert refused.returncode == 2 and "stale lock" in refused.stderr
+    (out / ".lock").unlink()
+    resumed = _harness(kill_config, out, tiny_model_dir, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in COMPARED:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    metrics = "iter-1/eval/win_rate_vs_base/results.json"  # (its provenance names the run folder)
+    assert json.loads((out / metrics).read_text())["metrics"] == \
+        json.loads((reference / metrics).read_text())["metrics"]
+    assert _files(out) == _files(reference)  # nothing partial, temporary or duplicated is left
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    if point != "train/step":
+        assert stages[stage]["resumed_prompts"] == 2 * n  # the committed chunks were not redone
+    for s in ("iter-1/generate", "iter-1/rank", "iter-1/probabilities", "iter-1/train"):
+        assert stages[s]["state"] == "done"
+    shutil.rmtree(out)
+
+
+def test_a_partial_file_torn_by_a_crash_keeps_its_whole_rows(tmp_path: Path) -> None:
+    from harness.artifacts import append_jsonl, read_partial_jsonl
+    from harness.errors import DataError
+
+    path = tmp_path / "scores.jsonl.partial"
+    append_jsonl(path, [{"prompt_id": "a", "scores": [1.0]}, {"prompt_id": "b\u2028", "scores": [2.0]}])
+    with open(path, "a") as f:
+        f.write('{"prompt_id": "c", "sco')  # the process died mid-append
+    assert [r["prompt_id"] for r in read_partial_jsonl(path)] == ["a", "b\u2028"]
+    append_jsonl(path, [{"prompt_id": "c", "scores": [3.0]}])  # the next chunk starts cleanly
+    assert [r["prompt_id"] for r in read_partial_jsonl(path)] == ["a", "b\u2028", "c"]
+    path.write_text('{"prompt_id": "a"}\nnot json\n')
+    with pytest.raises(DataError, match=r"scores.jsonl.partial:2: corrupt partial file"):
+        read_partial_jsonl(path)
+    assert read_partial_jsonl(tmp_path / "none") == []
+
+
+def test_a_full_disk_is_named_and_nothing_committed_is_lost(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from harness import artifacts
+    from harness.errors import RunStateError
+
+    with pytest.raises(RunStateError, match=r"/dev/full: cannot write \(No space left on device\)"):
+        artifacts.append_jsonl(Path("/dev/full"), [{"a": 1}])
+    target = tmp_path / "scores.jsonl"
+    artifacts.write_jsonl(target, [{"v": 1}])
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(artifacts.os, "fsync", full)
+    with pytest.raises(RunStateError, match=r"scores.jsonl: cannot write .* resume with --resume"):
+        artifacts.write_jsonl(target, [{"v": 2}])
+    monkeypatch.undo()
+    assert artifacts.read_jsonl(target) == [{"v": 1}]  # the committed version is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.jsonl"]  # no temporary file left
