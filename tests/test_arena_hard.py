@@ -240,6 +240,14 @@ def test_v01_drops_a_game_and_v2_the_question() -> None:
     assert list(df["score"]) == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_markdown_counts_as_the_official_answer_metadata() -> None:
+    text = "# Title\n## Part\n1. one\n2. two\n- a\n* b\n**bold** and __also__\n```\n# not a header\n- no\n```"
+    assert sc.markdown_counts(text) == {
+        "header_count": {"h1": 1, "h2": 1, "h3": 0, "h4": 0, "h5": 0, "h6": 0},
+        "list_count": {"ordered": 2, "unordered": 2}, "bold_count": {"**": 1, "__": 1}}
+    assert sc.style_features(text, lambda t: 7) == [7.0, 2.0, 4.0, 2.0]
+
+
 def test_style_control_removes_a_length_advantage() -> None:
     """Both models are as good as the baseline, but the judge likes length and m_long writes long:
     without style control m_long looks better; with it the two come out alike."""
@@ -378,6 +386,7 @@ def test_end_to_end_with_a_local_judge_v2(tiny_model_dir: Path, tmp_path: Path,
     assert metrics["score"] is None and metrics["invalid_games"] == 2
     answers = [json.loads(x) for x in (out / "model_answer" / "tiny.jsonl").read_text().splitlines()]
     assert set(answers[0]) == {"uid", "ans_id", "model", "messages", "tstamp", "metadata"}
+    assert set(answers[0]["metadata"]) == {"token_len", "header_count", "list_count", "bold_count"}
     result = json.loads((out / "results.json").read_text())
     assert result["version"] == "arena-hard-v2.0"
     assert result["provenance"]["judge_decoding"]["max_tokens"] == 4  # capped by the judge config

@@ -187,13 +187,11 @@ def answer(qs: list[dict[str, str]], chat: Chat, model: str, name: str,
                          "choices": [{"index": 0, "turns": [{"content": text, "token_len": count(text)}]}],
                          "tstamp": time.time()})
         else:
-            tokens, headers, lists, bold = scoring.style_features(text, count)
             rows.append({"uid": q["id"], "ans_id": digest, "model": model,
                          "messages": [{"role": "user", "content": q["prompt"]},
                                       {"role": "assistant", "content": {"answer": text}}],
                          "tstamp": time.time(),
-                         "metadata": {"token_len": int(tokens), "header_count": int(headers),
-                                      "list_count": int(lists), "bold_count": int(bold)}})
+                         "metadata": {"token_len": count(text), **scoring.markdown_counts(text)}})
     return rows
 
 
@@ -262,7 +260,7 @@ def judgment_rows(pending: list[Game], outputs: dict[str, list[str]], model: str
     for qid, (g1, g2) in by_question.items():
         played = []
         for g in (g1, g2):
-            text = _joined(outputs[g.request.id])
+            text = _joined(outputs[g.request.id]) if name == "v0.1" else outputs[g.request.id][0]
             label = parse_verdict(text, name)[0]
             if name == "v0.1":
                 played.append({"user_prompt": g.request.messages[1]["content"], "judgment": text,

@@ -145,16 +145,25 @@ def score_v2(df, ci: tuple[float, float] = (5.0, 95.0), rounds: int = ROUNDS,
 _CODE = re.compile(r"```([^`]*)```")
 
 
-def style_features(text: str, count_tokens: Callable[[str], int]) -> list[float]:
-    """[token length, header count, list-item count, bold count], markdown counted outside code."""
+def markdown_counts(text: str) -> dict[str, dict[str, int]]:
+    """Headers, list items and bold spans outside code blocks, as arena-hard-auto's answer metadata."""
     prose = text
     for block in _CODE.findall(text):
         prose = prose.replace(block, "")
-    headers = sum(len(re.findall(rf"^#{{{k}}}\s", prose, re.MULTILINE)) for k in range(1, 7))
-    lists = (len(re.findall(r"^\s*\d+\.\s", prose, re.MULTILINE))
-             + len(re.findall(r"^\s*[-*+]\s", prose, re.MULTILINE)))
-    bold = len(re.findall(r"\*\*[^*\n]+\*\*", prose)) + len(re.findall(r"__[^_\n]+__", prose))
-    return [float(count_tokens(text)), float(headers), float(lists), float(bold)]
+
+    def n(pattern: str) -> int:
+        return len(re.findall(pattern, prose, re.MULTILINE))
+
+    return {"header_count": {f"h{k}": n(rf"^#{{{k}}}\s") for k in range(1, 7)},
+            "list_count": {"ordered": n(r"^\s*\d+\.\s"), "unordered": n(r"^\s*[-*+]\s")},
+            "bold_count": {"**": n(r"\*\*[^*\n]+\*\*"), "__": n(r"__[^_\n]+__")}}
+
+
+def style_features(text: str, count_tokens: Callable[[str], int]) -> list[float]:
+    """[token length, header count, list-item count, bold count]."""
+    counts = markdown_counts(text)
+    return [float(count_tokens(text)), *(float(sum(counts[k].values()))
+                                         for k in ("header_count", "list_count", "bold_count"))]
 
 
 def _fit_bt(features, outcomes):
