@@ -67,6 +67,8 @@ class TrainingConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     gradient_checkpointing: bool = False
+    save_steps: int = Field(0, ge=0, description="native backend: save model, optimizer, scheduler and "
+                            "RNG state every N steps, so a killed run resumes mid-iteration (0: off)")
 
     @model_validator(mode="after")
     def _lengths(self) -> TrainingConfig:

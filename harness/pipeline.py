@@ -8,6 +8,7 @@ what finished and redoes an interrupted stage from its start.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -285,12 +286,16 @@ class SPPORun:
                 device=self.opts.device,
                 trust_remote_code=self.config.model.trust_remote_code,
                 progress=self.opts.progress,
+                state_dir=self.dir.train_state(t) if self.config.training.save_steps else None,
             )
             if self.opts.launcher == "accelerate":
                 result = launch.run(trainer.name, request, self._processes(),
                                     self.opts.accelerate_config)
             else:
                 result = trainer.train(request)
+        state = self.dir.train_state(t)  # the checkpoint is committed: the resumable state is spent
+        for d in (state, state.with_name(state.name + ".next")):
+            shutil.rmtree(d, ignore_errors=True)
         info = result.as_dict()
         info["train_seconds"] = round(info.pop("seconds"), 2)
         info["trainer"] = trainer.name
@@ -436,6 +441,10 @@ class SPPORun:
         for t in range(1, self.opts.iters + 1):
             self.config.prompt_source(t)  # fail now, not after hours of work
         get_trainer(self.config.trainer)
+        if self.config.training.save_steps and self.config.trainer != "native":
+            raise ConfigError(f"training.save_steps (mid-iteration resume) is implemented by the "
+                              f"native trainer only, not {self.config.trainer!r}; set it to 0 or use "
+                              "--trainer native")
         if self.opts.launcher == "accelerate":
             n, tc = self.opts.num_processes, self.config.training
             if n < 1:

@@ -53,6 +53,10 @@ class RunDir:
     def checkpoint(self, t: int) -> Path:
         return self.iter_dir(t) / "checkpoint"
 
+    def train_state(self, t: int) -> Path:
+        """Resumable training state (``training.save_steps``), removed once the checkpoint is in."""
+        return self.iter_dir(t) / "train_state"
+
     def train_log(self, t: int) -> Path:
         return self.iter_dir(t) / "train_log.jsonl"
 

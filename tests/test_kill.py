@@ -18,7 +18,7 @@ import yaml
 TESTS = Path(__file__).parent
 # crash point -> (its stage, how many times the tiny run passes it)
 POINTS = {"generate/chunk": ("iter-1/generate", 3), "rank/chunk": ("iter-1/rank", 3),
-          "train/step": ("iter-1/train", 2)}
+          "train/step": ("iter-1/train", 3)}
 COMPARED = ("iter-1/generations.jsonl", "iter-1/scores.jsonl", "iter-1/preferences.jsonl",
             "iter-1/checkpoint/model.safetensors")
 
@@ -29,11 +29,12 @@ def kill_config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
         "name": "tiny",
         "model": {"source": str(tiny_model_dir)},
         # 6 prompts in generation batches of 2: 3 batches; ranking chunks of 2 prompts: 3 chunks;
-        # 6 pairs in global batches of 3 over 1 epoch: 2 optimizer steps
+        # 6 pairs in global batches of 2 over 1 epoch: 3 optimizer steps, the state saved after each
         "sampling": {"k": 3, "seeds": [0, 50, 100], "max_new_tokens": 6, "batch_size": 2,
                      "dtype": "float32"},
-        "training": {"learning_rate": 1e-3, "global_batch_size": 3, "per_device_batch_size": 3,
-                     "epochs": 1, "max_length": 256, "max_prompt_length": 192, "dtype": "float32"},
+        "training": {"learning_rate": 1e-3, "global_batch_size": 2, "per_device_batch_size": 2,
+                     "epochs": 1, "max_length": 256, "max_prompt_length": 192, "dtype": "float32",
+                     "save_steps": 1},
         "prompts": {"iterations": ["embedded"], "per_iteration": 6, "heldout_size": 2},
         "ranker": "tiny-pmi",
     }
@@ -56,7 +57,7 @@ def _harness(config: Path, out: Path, model_dir: Path, resume: bool = False,
 
 
 def _files(root: Path) -> set[str]:
-    skip = ("run.json", "leaderboard.", "plots/", "iter-1/train_log.jsonl")
+    skip = ("run.json", "leaderboard.", "plots/")
     return {str(p.relative_to(root)) for p in root.rglob("*")
             if p.is_file() and not str(p.relative_to(root)).startswith(skip)}
 
@@ -84,6 +85,8 @@ def test_killed_inside_a_stage_resumes_to_the_uninterrupted_result(
         partial = out / "iter-1" / f"{artifact}.partial"
         rows = partial.read_text().splitlines()
         assert len(rows) == 2 * n and not (out / "iter-1" / artifact).exists()
+    else:
+        assert json.loads((out / "iter-1" / "train_state" / "progress.json").read_text())["step"] == n
     # the lock of the dead process is reported, not taken over
     refused = _harness(kill_config, out, tiny_model_dir, resume=True)
     assert refused.returncode == 2 and "stale lock" in refused.stderr
@@ -99,6 +102,14 @@ def test_killed_inside_a_stage_resumes_to_the_uninterrupted_result(
     stages = json.loads((out / "run.json").read_text())["stages"]
     if point != "train/step":
         assert stages[stage]["resumed_prompts"] == 2 * n  # the committed chunks were not redone
+    else:  # training went on from the saved step; its log and losses are the uninterrupted ones
+        assert stages[stage]["resumed_from_step"] == n
+        assert stages[stage]["losses"] == json.loads((reference / "run.json").read_text())[
+            "stages"][stage]["losses"]
+        log = [json.loads(x) for x in (out / "iter-1" / "train_log.jsonl").read_text().splitlines()]
+        ref_log = [json.loads(x) for x in (reference / "iter-1" / "train_log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in log] == [1, 2, 3]
+        assert [r["loss"] for r in log] == [r["loss"] for r in ref_log]
     for s in ("iter-1/generate", "iter-1/rank", "iter-1/probabilities", "iter-1/train"):
         assert stages[s]["state"] == "done"
     shutil.rmtree(out)

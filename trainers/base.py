@@ -31,6 +31,8 @@ class TrainRequest:
     device: str = "cpu"
     trust_remote_code: bool = False
     progress: bool = True
+    # where the native backend keeps its resumable state every ``config.save_steps`` steps
+    state_dir: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
@@ -40,8 +42,8 @@ class TrainRequest:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainRequest:
         d = dict(d)
-        for k in ("preferences", "output_dir", "log_path"):
-            d[k] = Path(d[k])
+        for k in ("preferences", "output_dir", "log_path", "state_dir"):
+            d[k] = Path(d[k]) if d.get(k) is not None else None
         d["config"] = TrainingConfig(**d["config"])
         return cls(**d)
 
@@ -56,6 +58,7 @@ class TrainResult:
     # Mean log π/π_ref of chosen and rejected responses over the pool, before and after training.
     logratios_before: dict[str, float] = field(default_factory=dict)
     logratios_after: dict[str, float] = field(default_factory=dict)
+    resumed_from_step: int = 0  # steps taken from a saved state of an interrupted run
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

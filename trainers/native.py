@@ -7,13 +7,21 @@ second model is loaded. Each optimizer step takes one global batch from the shar
 the accumulation count, and DDP averages over processes, so per-device batch, accumulation and
 process count never change the maths. Under ``accelerate launch`` the same loop runs with DDP,
 DeepSpeed or FSDP, whichever the accelerate config names.
+
+With ``training.save_steps`` the model, optimizer, scheduler and RNG states are saved every N steps
+(accelerate's ``save_state``, into ``request.state_dir``, swapped in whole). A restarted iteration
+loads the last state and continues at the next step: the schedule fixes each step's examples, so
+no example is skipped or repeated and the losses continue as if never interrupted.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -76,15 +84,28 @@ class NativeTrainer:
         loss_fn = LOSSES[cfg.loss]
         result = TrainResult(steps=schedule.steps, examples=len(pairs), tokens=0, seconds=0.0)
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+        saving = bool(cfg.save_steps and request.state_dir is not None)
+        kept_log: list[str] = []
+        if saving:
+            acc.register_for_checkpointing(sched)
+            saved = _saved_state(request.state_dir)
+            if saved is not None:
+                progress = json.loads((saved / "progress.json").read_text())
+                acc.load_state(str(saved / "state"))
+                result.resumed_from_step = progress["step"]
+                result.losses, result.tokens = progress["losses"], progress["tokens"]
+                kept_log = progress["log"]
         log = None
         if acc.is_main_process:
             request.log_path.parent.mkdir(parents=True, exist_ok=True)
             log = request.log_path.open("w", encoding="utf-8")
+            log.writelines(kept_log)
         start = time.perf_counter()
         model.train()
-        bar = tqdm(total=schedule.steps, desc=f"train ({cfg.loss})", unit="step", disable=not show)
+        bar = tqdm(total=schedule.steps, initial=result.resumed_from_step, desc=f"train ({cfg.loss})",
+                   unit="step", disable=not show)
         try:
-            for step in range(schedule.steps):
+            for step in range(result.resumed_from_step, schedule.steps):
                 # loss, chosen and rejected log-ratio sums, tokens: this process's share
                 sums = torch.zeros(4, dtype=torch.float64)
                 for mb in schedule.micro_batches(step, acc.process_index):
@@ -139,10 +160,14 @@ class NativeTrainer:
                     "tokens": result.tokens,
                     "seconds": time.perf_counter() - start,
                 }
+                kept_log.append(json.dumps(row) + "\n")
                 if log is not None:
-                    log.write(json.dumps(row) + "\n")
+                    log.write(kept_log[-1])
                     log.flush()
                 result.losses.append(step_loss)
+                if saving and (step + 1) % cfg.save_steps == 0 and step + 1 < schedule.steps:
+                    _save_state(acc, request.state_dir, {"step": step + 1, "losses": result.losses,
+                                                         "tokens": result.tokens, "log": kept_log})
                 crash_point("train/step")
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4g}")
@@ -159,6 +184,28 @@ class NativeTrainer:
                                   "rejected": float(after[:, 1].mean())}
         save_checkpoint(acc, model, tok, request)
         return result
+
+
+def _saved_state(state_dir: Path) -> Path | None:
+    """The complete saved state, if any (the next one, when a crash came mid-swap)."""
+    for d in (state_dir, state_dir.with_name(state_dir.name + ".next")):
+        if (d / "progress.json").is_file():
+            return d
+    return None
+
+
+def _save_state(acc: Accelerator, state_dir: Path, progress: dict) -> None:
+    """All processes save into ``<state_dir>.next``; the main process then swaps it in whole."""
+    nxt = state_dir.with_name(state_dir.name + ".next")
+    if acc.is_main_process:
+        shutil.rmtree(nxt, ignore_errors=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(nxt / "state"))
+    if acc.is_main_process:
+        (nxt / "progress.json").write_text(json.dumps(progress))  # written last: marks it complete
+        shutil.rmtree(state_dir, ignore_errors=True)
+        os.replace(nxt, state_dir)
+    acc.wait_for_everyone()
 
 
 def save_checkpoint(acc: Accelerator, model: torch.nn.Module, tok, request: TrainRequest) -> None:
