@@ -55,6 +55,13 @@ def _check(path: Path, entry: dict) -> Path:
     return path
 
 
+def fetch_jsonl(relpath: str) -> list[dict]:
+    """The rows of the official JSONL file ``relpath``, verified."""
+    from harness.artifacts import read_jsonl
+
+    return read_jsonl(fetch(relpath))
+
+
 def fetch(relpath: str) -> Path:
     """Local path of the official file ``relpath`` (e.g. ``mt_bench/question.jsonl``), verified."""
     entry = manifest().get(relpath)

@@ -459,16 +459,14 @@ class SPPORun:
             from harness.benchmarks import alpaca_eval
 
             alpaca_eval.check_annotator(self.config.evaluation.alpaca_eval.annotator)
-        if "mt_bench" in self.config.evaluation.benchmarks:
-            from harness.judges import check_judge
+        from harness.benchmarks import arena_hard
+        from harness.judges import check_judge
 
-            check_judge(self.config.evaluation.mt_bench.judge)
-        if "arena_hard" in self.config.evaluation.benchmarks:
-            from harness.benchmarks import arena_hard
-            from harness.judges import check_judge
-
-            ah = self.config.evaluation.arena_hard
-            check_judge(ah.judge or arena_hard.version(ah.version).judge)
+        ev = self.config.evaluation
+        if "mt_bench" in ev.benchmarks:
+            check_judge(ev.mt_bench.judge)
+        if "arena_hard" in ev.benchmarks:
+            check_judge(ev.arena_hard.judge or arena_hard.version(ev.arena_hard.version).judge)
         self._open()
         with self.dir.lock():
             for p in self.dir.remove_stale_tmp():
@@ -478,14 +476,8 @@ class SPPORun:
             self.dir.save()
             heldout = heldout_prompts(self.config)
             benchmarks = self.config.evaluation.benchmarks
-            if "alpaca_eval" in benchmarks:
-                self._stage("iter-0", "eval/alpaca_eval", lambda: self._alpaca_eval(0))
-            if "mt_bench" in benchmarks:
-                self._stage("iter-0", "eval/mt_bench", lambda: self._mt_bench(0))
-            if "arena_hard" in benchmarks:
-                self._stage("iter-0", "eval/arena_hard", lambda: self._arena_hard(0))
-            if "open_llm" in benchmarks:
-                self._stage("iter-0", "eval/open_llm", lambda: self._open_llm(0))
+            for name, fn in self._benchmark_stages(0):
+                self._stage("iter-0", name, fn)
             n = self.opts.iters
             for t in range(1, n + 1):
                 prompts = iteration_prompts(self.config, t)
@@ -499,19 +491,19 @@ class SPPORun:
                 if evaluate.BENCHMARK in benchmarks:
                     steps.append((f"eval/{evaluate.BENCHMARK}",
                                   lambda t=t: self._evaluate(t, heldout)))
-                if "alpaca_eval" in benchmarks:
-                    steps.append(("eval/alpaca_eval", lambda t=t: self._alpaca_eval(t)))
-                if "mt_bench" in benchmarks:
-                    steps.append(("eval/mt_bench", lambda t=t: self._mt_bench(t)))
-                if "arena_hard" in benchmarks:
-                    steps.append(("eval/arena_hard", lambda t=t: self._arena_hard(t)))
-                if "open_llm" in benchmarks:
-                    steps.append(("eval/open_llm", lambda t=t: self._open_llm(t)))
+                steps += self._benchmark_stages(t)
                 for name, fn in steps:
                     self._stage(tag, name, fn)
             table = report.write_leaderboard(self.dir)
         print(table)
         return self.dir.root
+
+    def _benchmark_stages(self, t: int) -> list[tuple[str, Any]]:
+        """The external benchmarks' stages of iteration ``t`` (0: the base model), in run order."""
+        run = {"alpaca_eval": self._alpaca_eval, "mt_bench": self._mt_bench,
+               "arena_hard": self._arena_hard, "open_llm": self._open_llm}
+        return [(f"eval/{b}", lambda fn=fn: fn(t)) for b, fn in run.items()
+                if b in self.config.evaluation.benchmarks]
 
     def _stage(self, tag: str, name: str, fn: Any) -> None:
         stage = f"{tag}/{name}"

@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -294,3 +295,12 @@ class FakeOpenAI:
                       "total_tokens": prompt_tokens + len(tokens)},
             "system_fingerprint": "fp_fake",
         }
+
+
+def judge_config(directory: Path, url: str, model: str, max_tokens: int, price: tuple[float, float]) -> Path:
+    """A judge config YAML for a paid judge behind the fake server (no key needed)."""
+    path = directory / f"fake-{model}.yaml"
+    path.write_text(json.dumps({"model": model, "base_url": url, "api_key_env": None,
+                                "max_tokens": max_tokens, "concurrency": 4,
+                                "price": {"input_per_mtok": price[0], "output_per_mtok": price[1]}}))
+    return path

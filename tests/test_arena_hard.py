@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from openai_server import FakeOpenAI
+from openai_server import FakeOpenAI, judge_config
 
 from harness.benchmarks import arena_hard as ah
 from harness.benchmarks import arena_hard_scoring as sc
@@ -293,14 +293,6 @@ def test_2024_and_2025_rows_rescore_from_the_cli(tmp_path: Path, capsys: pytest.
 
 
 # end to end ----------------------------------------------------------------------------------
-def _judge_yaml(tmp_path: Path, url: str) -> Path:
-    p = tmp_path / "fake-gpt-4-1106-preview.yaml"
-    p.write_text(json.dumps({"model": "gpt-4-1106-preview", "base_url": url, "api_key_env": None,
-                             "max_tokens": 4096, "concurrency": 4,
-                             "price": {"input_per_mtok": 10, "output_per_mtok": 30}}))
-    return p
-
-
 def test_end_to_end_with_an_endpoint_judge(tiny_model_dir: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture) -> None:
@@ -322,7 +314,7 @@ def test_end_to_end_with_an_endpoint_judge(tiny_model_dir: Path, tmp_path: Path,
 
     out = tmp_path / "eval"
     with FakeOpenAI(reply=reply) as srv:
-        judge = _judge_yaml(tmp_path, srv.url)
+        judge = judge_config(tmp_path, srv.url, "gpt-4-1106-preview", 4096, (10, 30))
         cmd = ["eval", "arena_hard", "--model", str(tiny_model_dir), "--name", "tiny", "--judge", str(judge),
                "--limit", "2", "--max-new-tokens", "4", "--dtype", "float32", "--out", str(out),
                "--no-progress"]

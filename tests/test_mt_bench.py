@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from openai_server import FakeOpenAI
+from openai_server import FakeOpenAI, judge_config
 
 from harness.benchmarks import mt_bench
 from harness.cli import main
@@ -121,13 +121,6 @@ def test_from_judgments_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert "bad.jsonl:1: a single-mode judgment row needs ['score', 'turn']" in capsys.readouterr().err
 
 
-def _judge_yaml(tmp_path: Path, url: str) -> Path:
-    p = tmp_path / "fake-gpt-4.yaml"
-    p.write_text(json.dumps({"model": "gpt-4", "base_url": url, "api_key_env": None, "max_tokens": 2048,
-                             "concurrency": 4, "price": {"input_per_mtok": 30, "output_per_mtok": 60}}))
-    return p
-
-
 def test_end_to_end_on_a_tiny_model_with_an_endpoint_judge(tiny_model_dir: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture) -> None:
@@ -141,7 +134,7 @@ def test_end_to_end_on_a_tiny_model_with_an_endpoint_judge(tiny_model_dir: Path,
 
     out = tmp_path / "eval"
     with FakeOpenAI(reply=reply) as srv:
-        judge = _judge_yaml(tmp_path, srv.url)
+        judge = judge_config(tmp_path, srv.url, "gpt-4", 2048, (30, 60))
         base = ["eval", "mt_bench", "--model", str(tiny_model_dir), "--name", "tiny", "--judge", str(judge),
                 "--limit", "1", "--max-new-tokens", "4", "--dtype", "float32", "--out", str(out),
                 "--no-progress"]

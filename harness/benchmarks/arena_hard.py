@@ -134,15 +134,11 @@ def parse_verdict(judgment: str, name: str) -> tuple[str | None, bool]:
 
 
 # data ---------------------------------------------------------------------------------------
-def _jsonl(relpath: str) -> list[dict[str, Any]]:
-    return read_jsonl(datafiles.fetch(relpath))
-
-
 def questions(name: str, limit: int | None = None) -> list[dict[str, str]]:
     """``{"id", "category", "prompt"}`` of the scored category, in file order."""
     v = version(name)
     out = []
-    for q in _jsonl(v.questions):
+    for q in datafiles.fetch_jsonl(v.questions):
         qid = q.get("question_id", q.get("uid"))
         prompt = q["turns"][0]["content"] if "turns" in q else q["prompt"]
         category = q.get("category", v.category)
@@ -166,7 +162,7 @@ def _answer_id(row: dict[str, Any]) -> str:
 @functools.cache
 def baseline_answers(name: str) -> dict[str, str]:
     v = version(name)
-    return {_answer_id(r): answer_text(r) for r in _jsonl(v.answers.format(v.baseline))}
+    return {_answer_id(r): answer_text(r) for r in datafiles.fetch_jsonl(v.answers.format(v.baseline))}
 
 
 # answers ------------------------------------------------------------------------------------

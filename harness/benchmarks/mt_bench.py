@@ -52,13 +52,9 @@ _RATING = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"\[(\d+\.?\d*)\]"))
 Chat = Callable[[list[JudgeRequest]], dict[str, str]]
 
 
-def _jsonl(relpath: str) -> list[dict[str, Any]]:
-    return read_jsonl(datafiles.fetch(relpath))
-
-
 def questions(limit: int | None = None) -> list[dict[str, Any]]:
     """The 80 questions in file order; with ``limit``, the first N of each category."""
-    rows = _jsonl(QUESTIONS)
+    rows = datafiles.fetch_jsonl(QUESTIONS)
     if limit is None:
         return rows
     seen: dict[str, int] = {}
@@ -73,13 +69,13 @@ def questions(limit: int | None = None) -> list[dict[str, Any]]:
 @functools.cache
 def references() -> dict[int, list[str]]:
     """GPT-4's reference answers (both turns) by question id."""
-    return {r["question_id"]: r["choices"][0]["turns"] for r in _jsonl(REFERENCES)}
+    return {r["question_id"]: r["choices"][0]["turns"] for r in datafiles.fetch_jsonl(REFERENCES)}
 
 
 @functools.cache
 def judge_prompt(name: str) -> dict[str, Any]:
     """One of FastChat's judge prompts (name, type, system_prompt, prompt_template, output_format)."""
-    for row in _jsonl(PROMPTS):
+    for row in datafiles.fetch_jsonl(PROMPTS):
         if row["name"] == name:
             return row
     raise DataError(f"{PROMPTS} has no judge prompt {name!r}")
@@ -191,7 +187,7 @@ def aggregate(rows: list[dict[str, Any]], model: str | None = None) -> dict[str,
         df = df[df["model"] == model]
         if df.empty:
             raise DataError(f"no judgments of model {model!r}")
-    category = {q["question_id"]: q["category"] for q in _jsonl(QUESTIONS)}
+    category = {q["question_id"]: q["category"] for q in datafiles.fetch_jsonl(QUESTIONS)}
     out: dict[str, dict[str, Any]] = {}
     for name, all_rows in df.groupby("model", sort=True):
         rated = all_rows[all_rows["score"] != -1]
