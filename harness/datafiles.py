@@ -55,6 +55,14 @@ def _check(path: Path, entry: dict) -> Path:
     return path
 
 
+def verify(path: Path, relpath: str) -> Path:
+    """``path``, checked to be the official file ``relpath`` by its sha256."""
+    entry = manifest().get(relpath)
+    if entry is None:
+        raise DataError(f"{relpath}: not an official data file known to the harness")
+    return _check(path, entry)
+
+
 def fetch_jsonl(relpath: str) -> list[dict]:
     """The rows of the official JSONL file ``relpath``, verified."""
     from harness.artifacts import read_jsonl
@@ -71,7 +79,7 @@ def fetch(relpath: str) -> Path:
     where = ""
     if mirror is not None:
         if (mirror / relpath).is_file():
-            return _check(mirror / relpath, entry)
+            return verify(mirror / relpath, relpath)
         where = f"not in the data mirror {mirror} (SPPO_DATA_DIR / --data-dir), "
     path = cache_dir() / "data" / relpath
     if path.is_file():

@@ -44,7 +44,8 @@ def test_truthfulqa_converter_keeps_choice_order_and_labels(mirror: Path) -> Non
 def test_local_tasks_cover_the_mirrored_v1_tasks(mirror: Path, tmp_path: Path) -> None:
     names = open_llm.render_local_tasks(mirror, tmp_path)
     assert names == {"arc_challenge": "arc_challenge_local", "gsm8k": "gsm8k_local",
-                     "truthfulqa_mc2": "truthfulqa_mc2_local", "mmlu": "mmlu_local"}
+                     "truthfulqa_mc2": "truthfulqa_mc2_local", "mmlu": "mmlu_local",
+                     "winogrande": "winogrande_local"}
     import yaml
 
     arc = yaml.safe_load((tmp_path / "arc_challenge_local.yaml").read_text())
@@ -52,6 +53,20 @@ def test_local_tasks_cover_the_mirrored_v1_tasks(mirror: Path, tmp_path: Path) -
     assert set(arc) == {"include", "task", "dataset_path", "dataset_name", "dataset_kwargs",
                         "validation_split"}  # only the dataset location is overridden
     assert len(yaml.safe_load((tmp_path / "mmlu_local.yaml").read_text())["task"]) == 57
+    wino = yaml.safe_load((tmp_path / "winogrande_local.yaml").read_text())
+    assert wino["training_split"] is None  # no train split mirrored: shots come from validation
+    assert list(wino["dataset_kwargs"]["data_files"]) == ["validation"]
+
+
+def test_a_corrupt_mirror_file_is_refused_by_name(mirror: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "mirror"
+    (fake / "open_llm" / "truthfulqa").mkdir(parents=True)
+    raw = (mirror / "open_llm" / "truthfulqa" / "mc_task.json").read_bytes()
+    (fake / "open_llm" / "truthfulqa" / "mc_task.json").write_bytes(raw.replace(b"Yes", b"No", 1))
+    with pytest.raises(open_llm.DataError, match=r"mc_task\.json: sha256 mismatch"):
+        open_llm.render_local_tasks(fake, tmp_path / "tasks")
+    (fake / "open_llm" / "truthfulqa" / "mc_task.json").write_bytes(raw)
+    assert open_llm.render_local_tasks(fake, tmp_path / "tasks") == {"truthfulqa_mc2": "truthfulqa_mc2_local"}
 
 
 def test_v1_average_is_unweighted_and_partial_when_tasks_are_missing() -> None:
@@ -70,7 +85,7 @@ def test_harness_numbers_equal_lm_eval_called_directly(
 
     monkeypatch.setenv("SPPO_DATA_DIR", str(mirror))
     model, tok = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
-    tasks = ["arc_challenge", "truthfulqa_mc2", "hellaswag"]
+    tasks = ["arc_challenge", "truthfulqa_mc2", "winogrande", "hellaswag"]
     got = open_llm.evaluate(model, tok, tmp_path / "ol", limit=3, tasks=tasks, batch_size=4)
     m = got["metrics"]
     assert m["tasks"]["hellaswag"]["score"] is None and "no data" in m["tasks"]["hellaswag"]["unavailable"]
@@ -79,13 +94,17 @@ def test_harness_numbers_equal_lm_eval_called_directly(
     manager = TaskManager(include_path=str(tmp_path / "ol" / "tasks"))
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=4, device="cpu")
     for name, local, shots, key in [("arc_challenge", "arc_challenge_local", 25, "acc_norm,none"),
-                                    ("truthfulqa_mc2", "truthfulqa_mc2_local", 0, "acc,none")]:
+                                    ("truthfulqa_mc2", "truthfulqa_mc2_local", 0, "acc,none"),
+                                    ("winogrande", "winogrande_local", 5, "acc,none")]:
         direct = simple_evaluate(model=lm, tasks=[local], num_fewshot=shots, limit=3,
                                  task_manager=manager, random_seed=0, numpy_random_seed=0,
                                  torch_random_seed=0, fewshot_random_seed=0)
         assert m["tasks"][name]["score"] == 100 * direct["results"][local][key]  # identical
         assert m["tasks"][name]["n"] == 3 and m["tasks"][name]["n_shot"] == shots
-    assert m["average"] == (m["tasks"]["arc_challenge"]["score"] + m["tasks"]["truthfulqa_mc2"]["score"]) / 2
+    assert m["average"] == pytest.approx(sum(m["tasks"][t]["score"] for t in tasks[:3]) / 3)
+    assert "validation split" in m["tasks"]["winogrande"]["fewshot_deviation"]
+    assert "fewshot_deviation" not in m["tasks"]["arc_challenge"]
+    assert got["provenance"]["data"] == "local mirror, converted; few-shot pool differs for winogrande"
     assert json.loads((tmp_path / "ol" / "results.json").read_text())["metrics"] == m
 
 

@@ -8,8 +8,11 @@ directly, so nothing is loaded twice.
 With a data mirror, each task runs from local files: a task YAML rendered into the output folder
 ``include``s lm-eval's own task file and overrides only the dataset location (``dataset_path: json``
 with ``data_files``), and a small converter writes the raw mirror files in the schema the task
-expects. Tasks whose data (or few-shot pool) the mirror lacks are reported as unavailable, and the
-average is then marked partial. Without a mirror, lm-eval's hub datasets are used unchanged.
+expects; the mirror's files are checked against their sha256 first. Tasks whose data the mirror
+lacks are reported as unavailable, and the average is then marked partial. A task whose few-shot
+pool the mirror lacks (Winogrande's train split) draws its shots as lm-eval does for a task with
+no train split, and says so in results.json and in its table column. Without a mirror, lm-eval's
+hub datasets are used unchanged.
 
 v2 is lm-eval's ``leaderboard`` group (IFEval, BBH, MATH level 5, GPQA, MuSR, MMLU-Pro, shots as
 its task files set them) scored as the leaderboard normalises: a multiple-choice score x with c
@@ -48,14 +51,24 @@ class V1Task:
 
 
 V1_TASKS = (
-    # Few-shot examples come from each task's own split (train; MMLU dev), as in the openllm group.
+    # Few-shot examples come from each task's own split (train; MMLU dev), as in the openllm group;
+    # the mirror lacks Winogrande's train split, see ``FEWSHOT_NOTES``.
     V1Task("arc_challenge", 25, "acc_norm,none", "arc_challenge"),
     V1Task("hellaswag", 10, "acc_norm,none", None),  # no mirror copy (files > 4 MiB)
     V1Task("mmlu", 5, "acc,none", "mmlu"),
     V1Task("truthfulqa_mc2", 0, "acc,none", "truthfulqa"),
-    V1Task("winogrande", 5, "acc,none", None),  # the mirror lacks its train (few-shot) split
+    V1Task("winogrande", 5, "acc,none", "winogrande"),
     V1Task("gsm8k", 5, "exact_match,strict-match", "gsm8k"),
 )
+
+
+# Where a mirrored task draws its few-shot examples from elsewhere than the leaderboard: recorded
+# in results.json and in the table's protocol, so such numbers never pass for the official ones.
+FEWSHOT_NOTES = {
+    "winogrande": "few-shot examples drawn from the validation split, excluding the question "
+                  "itself (lm-eval's rule when a task has no train split); the leaderboard draws them "
+                  "from winogrande_xl train, which the mirror lacks",
+}
 
 
 @dataclass(frozen=True)
@@ -151,8 +164,10 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 def render_local_tasks(mirror: Path, out: Path) -> dict[str, str]:
     """Write local task YAMLs (and converted data) into ``out``; return {v1 task: local task name}.
 
-    Tasks without mirrored data are left out.
+    Tasks without mirrored data are left out; the files used are checked against their sha256.
     """
+    from harness import datafiles
+
     lm = _lm_eval_tasks_dir()
     root = mirror / "open_llm"
     data = out / "data"
@@ -163,35 +178,39 @@ def render_local_tasks(mirror: Path, out: Path) -> dict[str, str]:
                "dataset_kwargs": {"data_files": {k: str(v) for k, v in files.items()}}, **(extra or {})}
         (out / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
 
+    def mirrored(*relpaths: str) -> list[Path] | None:
+        """The mirror's copies of these official files, sha256-checked; None if any is absent."""
+        if not all((mirror / r).is_file() for r in relpaths):
+            return None
+        return [datafiles.verify(mirror / r, r) for r in relpaths]
+
     out.mkdir(parents=True, exist_ok=True)
-    arc = root / "arc_challenge"
-    if (arc / "test.jsonl").is_file() and (arc / "train.jsonl").is_file():
+    if arc := mirrored("open_llm/arc_challenge/train.jsonl", "open_llm/arc_challenge/test.jsonl"):
         task_yaml("arc_challenge_local", lm / "arc" / "arc_challenge.yaml",
-                  {"train": arc / "train.jsonl", "test": arc / "test.jsonl"}, {"validation_split": None})
+                  {"train": arc[0], "test": arc[1]}, {"validation_split": None})
         names["arc_challenge"] = "arc_challenge_local"
-    gsm = root / "gsm8k"
-    if (gsm / "test.jsonl").is_file() and (gsm / "train.jsonl").is_file():
-        task_yaml("gsm8k_local", lm / "gsm8k" / "gsm8k.yaml",
-                  {"train": gsm / "train.jsonl", "test": gsm / "test.jsonl"})
+    if gsm := mirrored("open_llm/gsm8k/train.jsonl", "open_llm/gsm8k/test.jsonl"):
+        task_yaml("gsm8k_local", lm / "gsm8k" / "gsm8k.yaml", {"train": gsm[0], "test": gsm[1]})
         names["gsm8k"] = "gsm8k_local"
-    tqa = root / "truthfulqa" / "mc_task.json"
-    if tqa.is_file():
-        path = _write_jsonl(data / "truthfulqa_mc.jsonl", truthfulqa_rows(tqa))
+    if tqa := mirrored("open_llm/truthfulqa/mc_task.json"):
+        path = _write_jsonl(data / "truthfulqa_mc.jsonl", truthfulqa_rows(tqa[0]))
         task_yaml("truthfulqa_mc2_local", lm / "truthfulqa" / "truthfulqa_mc2.yaml",
                   {"validation": path}, {"tag": []})
         names["truthfulqa_mc2"] = "truthfulqa_mc2_local"
-    mmlu = root / "mmlu"
-    subjects = sorted(p.name[: -len("_test.csv")] for p in (mmlu / "test").glob("*_test.csv")) \
-        if (mmlu / "test").is_dir() else []
+    if wino := mirrored("open_llm/winogrande/dev.jsonl"):  # already in the hub schema
+        task_yaml("winogrande_local", lm / "winogrande" / "default.yaml",
+                  {"validation": wino[0]}, {"training_split": None})
+        names["winogrande"] = "winogrande_local"
+    subjects = sorted(p.name[: -len("_test.csv")] for p in (root / "mmlu" / "test").glob("*_test.csv"))
+    for s in subjects:
+        csvs = mirrored(f"open_llm/mmlu/test/{s}_test.csv", f"open_llm/mmlu/dev/{s}_dev.csv")
+        if csvs is None:
+            raise DataError(f"{root / 'mmlu' / 'dev' / f'{s}_dev.csv'}: MMLU few-shot (dev) file "
+                            f"missing for subject {s}")
+        files = {"test": _write_jsonl(data / "mmlu" / f"{s}_test.jsonl", mmlu_rows(csvs[0], s)),
+                 "dev": _write_jsonl(data / "mmlu" / f"{s}_dev.jsonl", mmlu_rows(csvs[1], s))}
+        task_yaml(f"mmlu_{s}_local", lm / "mmlu" / "default" / f"mmlu_{s}.yaml", files, {"tag": []})
     if subjects:
-        for s in subjects:
-            dev = mmlu / "dev" / f"{s}_dev.csv"
-            if not dev.is_file():
-                raise DataError(f"{dev}: MMLU few-shot (dev) file missing for subject {s}")
-            files = {"test": _write_jsonl(data / "mmlu" / f"{s}_test.jsonl",
-                                          mmlu_rows(mmlu / "test" / f"{s}_test.csv", s)),
-                     "dev": _write_jsonl(data / "mmlu" / f"{s}_dev.jsonl", mmlu_rows(dev, s))}
-            task_yaml(f"mmlu_{s}_local", lm / "mmlu" / "default" / f"mmlu_{s}.yaml", files, {"tag": []})
         group = {"group": "mmlu_local", "task": [f"mmlu_{s}_local" for s in subjects],
                  "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
                  "metadata": {"version": 2}}
@@ -260,7 +279,10 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
             "n_shot": t.shots, "versions": r.get("versions", {}),
             "seconds": round(time.perf_counter() - start, 2),
         }
+        if t.name in FEWSHOT_NOTES and name in local.values():
+            per_task[t.name]["fewshot_deviation"] = FEWSHOT_NOTES[t.name]
     avg, partial = v1_average({t.name: per_task[t.name]["score"] for t in wanted})
+    deviating = sorted(k for k, v in per_task.items() if "fewshot_deviation" in v)
     from importlib.metadata import version
 
     flat = {}
@@ -276,7 +298,7 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
             "tasks": sorted(k for k, v in per_task.items() if v["score"] is not None),
             "apply_chat_template": apply_chat_template,
             "seed": seed,
-            "data": "local mirror, converted" if mirror else "lm-eval hub datasets",
+            "data": _data_description(mirror, deviating),
             "data_dir": mirror,
             "n_examples": sum(v.get("n", 0) for v in per_task.values()),
             **(provenance or {}),
@@ -285,6 +307,14 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
     write_json(out_dir / "results.json", record)
     return record
 
+
+
+def _data_description(mirror: str | None, deviating: list[str]) -> str:
+    """The data part of the protocol: numbers with other few-shot pools get another column."""
+    if not mirror:
+        return "lm-eval hub datasets"
+    return "local mirror, converted" + (f"; few-shot pool differs for {', '.join(deviating)}"
+                                         if deviating else "")
 
 
 def _evaluate_v2(model: Any, tokenizer: Any, out_dir: Path, limit: int | None, tasks: list[str] | None,
