@@ -27,6 +27,17 @@ def matmul_gflops(dtype: str, n: int = 2048, repeats: int = 7) -> float:
     return 2 * n**3 / statistics.median(times[1:]) / 1e9
 
 
+def thin_matmul_gflops(m: int, k: int, n: int, dtype: str = "bfloat16", repeats: int = 50) -> float:
+    """Median GFLOP/s of an m×k by k×n matmul: the shapes a decoder's linear layers see per step."""
+    a, b = torch.randn(m, k, dtype=DTYPES[dtype]), torch.randn(k, n, dtype=DTYPES[dtype])
+    times = []
+    for _ in range(repeats + 5):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * m * k * n / statistics.median(times[5:]) / 1e9
+
+
 def read_bandwidth_gbs(mib: int = 512, repeats: int = 7) -> float:
     """Median GB/s of summing a ``mib`` MiB fp32 tensor (one read of every byte)."""
     x = torch.ones(mib * 2**18, dtype=torch.float32)

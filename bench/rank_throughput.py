@@ -1,4 +1,5 @@
-"""Ranking throughput of PairRM: llm-blender's official batch-1 call against the harness's batched one.
+"""Ranking throughput, batch 1 against batched: PairRM (llm-blender's official batch-1 call against
+the harness's batched one) and the offline default ranker (``smollm-judge``, the embedded model).
 
 PairRM's weights are not reachable here, so the model is a randomly initialised PairRM of the real
 size (llm-blender's pair-ranker head over a DeBERTa-v3-large backbone, 435M parameters); speed
@@ -8,9 +9,11 @@ token counts per sequence are reported. Inputs: AlpacaEval instructions with K =
 (five published annotation files), answers cut to ``--words`` words (smoke-run lengths).
 
 Both paths score the same inputs in the same process, float32 on CPU as the official script runs
-there; the scores are compared too.
+there; the scores are compared too. The embedded ranker runs in bf16, as the smoke profile runs it,
+on ``--embedded-prompts`` prompts with the same answers.
 
     python -m bench.rank_throughput                  # 3 prompts x 5 candidates
+    python -m bench.rank_throughput --prompts 1 --no-bf16 --embedded-prompts 8
 """
 
 from __future__ import annotations
@@ -70,13 +73,45 @@ def large_blender(work: Path):
     return blender
 
 
+def embedded_ranker(prompts: list[str], cands: list[list[str]], batch_size: int) -> dict:
+    """The offline default ranker (smollm-judge, bf16) at batch 1 and at ``batch_size``."""
+    from harness.models import load_model, load_tokenizer, resolve_source
+    from harness.rank.embedded import YesNoJudgeRanker
+
+    path = resolve_source("embedded:smollm2-135m")
+    model, tok = load_model(path, "bfloat16"), load_tokenizer(path)
+    n_cand = sum(map(len, cands))
+    out: dict = {"model": "embedded:smollm2-135m", "dtype": "bfloat16", "prompts": len(prompts),
+                 "candidates": n_cand}
+    YesNoJudgeRanker(model, tok, "smollm-judge", batch_size=1, progress=False).score(prompts[:1], cands[:1])
+    scores = {}
+    for label, b in (("batch1", 1), ("batched", batch_size)):
+        ranker = YesNoJudgeRanker(model, tok, "smollm-judge", batch_size=b, progress=False)
+        start = time.perf_counter()
+        scores[label] = np.asarray(ranker.score(prompts, cands))
+        seconds = time.perf_counter() - start
+        out[label] = {"batch_size": b, "seconds": round(seconds, 2),
+                      "candidates_per_s": round(n_cand / seconds, 2)}
+    out["speedup"] = round(out["batch1"]["seconds"] / out["batched"]["seconds"], 2)
+    out["max_abs_score_diff"] = float(np.abs(scores["batch1"] - scores["batched"]).max())
+    out["tokens_per_candidate"] = int(np.mean([len(ranker.judge_prompt(p, c)) for p, cs in
+                                               zip(prompts, cands, strict=True) for c in cs]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", type=int, default=3)
     ap.add_argument("--words", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--no-bf16", dest="bf16", action="store_false",
+                    help="skip PairRM in bf16 (not offered by the harness; shown for what it would buy)")
+    ap.add_argument("--embedded-prompts", type=int, default=8)
+    ap.add_argument("--embedded-batch-size", type=int, default=16, help="the harness's default")
     ap.add_argument("--out", type=Path, default=Path("bench/results/rank_throughput.json"))
     args = ap.parse_args()
+    embedded = embedded_ranker(*inputs(args.embedded_prompts, args.words), args.embedded_batch_size)
+    print(json.dumps({"embedded": embedded}), flush=True)
     prompts, cands = inputs(args.prompts, args.words)
     n_cand = sum(map(len, cands))
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,10 +125,11 @@ def main() -> None:
             start = time.perf_counter()
             ours = ranker.score_sources(prompts, cands)
             t_ours = time.perf_counter() - start
-            blender.ranker.to(torch.bfloat16)  # what bf16 would buy (not the official CPU dtype)
-            start = time.perf_counter()
-            ours_bf16 = ranker.score_sources(prompts, cands)
-            t_bf16 = time.perf_counter() - start
+            if args.bf16:
+                blender.ranker.to(torch.bfloat16)  # what bf16 would buy (not the official CPU dtype)
+                start = time.perf_counter()
+                ours_bf16 = ranker.score_sources(prompts, cands)
+                t_bf16 = time.perf_counter() - start
     tok = blender.ranker_tokenizer
     lengths = [len(tok.encode(p)) + 2 * len(tok.encode(c)) for p, cs in zip(prompts, cands, strict=True)
                for c in cs]
@@ -110,7 +146,8 @@ def main() -> None:
         "harness_batched_bf16": {
             "seconds": t_bf16, "candidates_per_s": n_cand / t_bf16,
             "max_abs_score_diff_vs_fp32": float(np.abs(np.asarray(ours_bf16) - np.asarray(ours)).max()),
-            "score_spread_fp32": float(np.ptp(np.asarray(ours)))},
+            "score_spread_fp32": float(np.ptp(np.asarray(ours)))} if args.bf16 else None,
+        "embedded": embedded,
         "gflops_per_s_official": 2 * params * sum(lengths) * (len(cands[0]) - 1) / t_official / 1e9,
         "threads": torch.get_num_threads(), "machine": machine(), "packages": package_versions(),
     }

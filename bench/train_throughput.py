@@ -75,7 +75,43 @@ def one(backend: str, prefs: Path, cfg: TrainingConfig, device: str) -> dict[str
             "loop_seconds": round(r.seconds, 2), "tokens_per_second": round(r.tokens / r.seconds, 1),
             "model_gflops_per_second": round(achieved, 1),
             "peak_memory_gib": round(peak, 2), "peak_memory_kind": kind,
-            "final_loss": r.losses[-1]}
+            "first_loss": r.losses[0], "final_loss": r.losses[-1]}
+
+
+def step_profile(prefs: Path, cfg: TrainingConfig) -> dict[str, Any]:
+    """Where one native optimizer step's time goes (torch.profiler, CPU): the first micro-batch of
+    the pool, forward under autocast, backward, RMSprop step; top operators by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from harness.logprobs import sequence_logps
+    from trainers.data import collate, load_pairs
+
+    path = resolve_source(EMBEDDED)
+    tok, model = load_tokenizer(path), load_model(path, "float32")
+    pairs = load_pairs(prefs, tok, cfg.max_length, cfg.max_prompt_length)[: cfg.per_device_batch_size]
+    batch = collate(pairs, tok.pad_token_id)
+    opt = torch.optim.RMSprop(model.parameters(), lr=cfg.learning_rate)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=getattr(torch, cfg.dtype)):
+            logps, _ = sequence_logps(model, batch)
+        logps.float().sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    mm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    tokens = int(batch["attention_mask"].sum())
+    width = batch["input_ids"].shape[1]
+    return {"sequences": int(batch["input_ids"].shape[0]), "width": width, "tokens": tokens,
+            "padding_share": round(1 - tokens / batch["input_ids"].numel(), 3),
+            "step_seconds": round(total / 1e6, 2), "matmul_share_of_op_time": round(mm / total, 3),
+            "top_ops": [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
+                        for e in events[:10]]}
 
 
 def main() -> None:
@@ -89,6 +125,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=Path("bench/results/train_throughput.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--profile-only", action="store_true", help="add the step profile to --out")
     args = ap.parse_args()
     cfg = TrainingConfig(loss="sppo", learning_rate=1e-5, global_batch_size=8,
                          per_device_batch_size=args.micro_batch, epochs=args.epochs,
@@ -101,6 +138,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prefs = Path(tmp) / "preferences.jsonl"
         preference_pool(prefs, args.pairs, args.response_tokens)
+        profiled = step_profile(prefs, cfg)
+        if args.profile_only:
+            write_json(args.out, {**json.loads(args.out.read_text()), "native_step_profile": profiled})
+            return
         rows = []
         for backend in args.backends:
             cmd = [sys.executable, "-m", "bench.train_throughput", "--child", str(prefs),
@@ -113,12 +154,26 @@ def main() -> None:
             row["mfu"] = round(row["model_gflops_per_second"] / peak, 3)
             rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
+        agreement = None
+        if "native" in args.backends and args.dtype != "float32":
+            # the first step's loss (same weights, same batch) in fp32: one step of the same pool
+            cmd = [sys.executable, "-m", "bench.train_throughput", "--child", str(prefs), "--backends",
+                   "native", "--dtype", "float32", "--micro-batch", str(args.micro_batch),
+                   "--epochs", str(cfg.global_batch_size / args.pairs), "--device", args.device]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"fp32 reference step failed:\n{done.stderr[-3000:]}")
+            fp32 = json.loads(done.stdout.strip().splitlines()[-1])["first_loss"]
+            low = next(r for r in rows if r["backend"] == "native")["first_loss"]
+            agreement = {"fp32": fp32, args.dtype: low, "relative_difference": abs(low - fp32) / abs(fp32)}
+            print(json.dumps({"fp32_agreement": agreement}), flush=True)
     write_json(args.out, {
         "benchmark": "train_throughput", "model": EMBEDDED, "pairs": args.pairs,
         "response_tokens": args.response_tokens, "config": cfg.model_dump(mode="json"),
         "device": args.device, "machine": machine(),
         "matmul_peak_gflops": {args.dtype: round(peak, 1)}, "threads": torch.get_num_threads(),
-        "packages": package_versions(), "results": rows})
+        "packages": package_versions(), "results": rows, "fp32_agreement": agreement,
+        "native_step_profile": profiled})
     print(f"written {args.out}")
 
 
