@@ -70,6 +70,11 @@ def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         raise _write_failed(path, exc) from exc
 
 
+def partial_path(path: Path) -> Path:
+    """Where a chunked stage keeps the chunks of ``path`` committed so far."""
+    return path.with_name(path.name + ".partial")
+
+
 def read_partial_jsonl(path: Path) -> list[dict[str, Any]]:
     """The complete rows of a partial file ([] if none); a torn last line is dropped and cut off,
     so the next append starts on a clean line."""

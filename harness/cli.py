@@ -366,8 +366,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         open_llm.selected_tasks(args.tasks, args.version or "v1")  # before loading the model
     elif args.benchmark == "alpaca_eval":
         alpaca_eval.check_annotator(args.annotator)
-    path = resolve_source(args.model)
+    from harness.config import SAFE_NAME
+
     name = args.name or Path(args.model.split(":")[-1]).name
+    if not SAFE_NAME.match(name):  # it names files and folders: no path traversal
+        raise ConfigError(f"--name {name!r} is not a safe name (letters, digits, '.', '_', '-')")
+    path = resolve_source(args.model)
     out = args.out or Path("evals") / name / args.benchmark
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.benchmark == "open_llm":

@@ -20,6 +20,7 @@ from harness import distributed, evaluate, report, sharded
 from harness.artifacts import (
     append_jsonl,
     atomic_dir,
+    partial_path,
     read_jsonl,
     read_partial_jsonl,
     write_json,
@@ -37,7 +38,7 @@ from harness.generate import (
     vllm_available,
 )
 from harness.models import load_model, load_tokenizer, resolve_source
-from harness.probabilities import preference_row
+from harness.probabilities import check_preferences, preference_row
 from harness.prompts import Prompt, heldout_prompts, iteration_prompts
 from harness.rank import Ranker, check_ranker, get_ranker
 from harness.run_dir import RunDir
@@ -194,7 +195,7 @@ class SPPORun:
             generator = {"backend": gen.name, "model": path}
             if isinstance(gen, TransformersGenerator):
                 # batch by batch into a partial file: a crash loses one batch at most
-                partial = self.dir.partial(self.dir.generations(t))
+                partial = partial_path(self.dir.generations(t))
                 done = {r["prompt_id"]: Generation(r["responses"], r["num_tokens"], r["finished"])
                         for r in read_partial_jsonl(partial)}
                 resumed = len(done)
@@ -209,7 +210,7 @@ class SPPORun:
                 outs = gen.generate(prompts, sampling)
         write_jsonl(self.dir.generations(t), (self._generation_row(p, g, generator, sampling)
                                               for p, g in zip(prompts, outs, strict=True)))
-        self.dir.partial(self.dir.generations(t)).unlink(missing_ok=True)
+        partial_path(self.dir.generations(t)).unlink(missing_ok=True)
         n_tok = sum(sum(g.num_tokens) for g in outs)
         cut = sum(not f for g in outs for f in g.finished)
         return {"prompts": len(prompts), "responses": len(prompts) * len(sampling.seeds),
@@ -225,6 +226,12 @@ class SPPORun:
 
     def _rank(self, t: int) -> dict[str, Any]:
         rows = read_jsonl(self.dir.generations(t))
+        k = self.config.sampling.k
+        for n, r in enumerate(rows, 1):
+            got = r.get("responses")
+            if not isinstance(got, list) or len(got) != k or not all(isinstance(x, str) for x in got):
+                raise DataError(f"{self.dir.generations(t)}:{n}: prompt {r.get('prompt_id')}: expected "
+                                f"k = {k} responses (strings), found {got!r:.80}")
         n = self._processes()
         resumed = 0
         if n > 1:
@@ -236,7 +243,7 @@ class SPPORun:
         else:  # fixed chunks of prompts into a partial file: a crash loses one chunk at most
             ranker = self._get_ranker()
             name = ranker.name
-            partial = self.dir.partial(self.dir.scores(t))
+            partial = partial_path(self.dir.scores(t))
             done = {r["prompt_id"]: r["scores"] for r in read_partial_jsonl(partial)}
             resumed = len(done)
             for start in range(0, len(rows), RANK_CHUNK):
@@ -253,7 +260,7 @@ class SPPORun:
         write_jsonl(self.dir.scores(t), (
             {"prompt_id": r["prompt_id"], "scores": s, "ranker": name}
             for r, s in zip(rows, scores, strict=True)))
-        self.dir.partial(self.dir.scores(t)).unlink(missing_ok=True)
+        partial_path(self.dir.scores(t)).unlink(missing_ok=True)
         return {"ranker": name, "ranker_dtype": self.config.sampling.dtype, "processes": n,
                 "resumed_prompts": resumed, **({"ranker_details": details} if details else {})}
 
@@ -264,13 +271,19 @@ class SPPORun:
         for g in gens:
             if g["prompt_id"] not in scores:
                 raise DataError(f"{self.dir.scores(t)}: no scores for prompt {g['prompt_id']}")
-            rows.append(preference_row(g["prompt_id"], g["prompt"], g["responses"],
-                                       scores[g["prompt_id"]]["scores"]))
+            try:
+                rows.append(preference_row(g["prompt_id"], g["prompt"], g["responses"],
+                                           scores[g["prompt_id"]]["scores"]))
+            except DataError as exc:
+                raise DataError(f"{self.dir.scores(t)}: {exc}") from None
         write_jsonl(self.dir.preferences(t), rows)
         mean_gap = sum(r["chosen_probs"] for r in rows) / len(rows)
         return {"pairs": len(rows), "mean_chosen_probs": mean_gap}
 
     def _train(self, t: int) -> dict[str, Any]:
+        check_preferences(read_jsonl(self.dir.preferences(t)), read_jsonl(self.dir.generations(t)),
+                          {r["prompt_id"]: r["scores"] for r in read_jsonl(self.dir.scores(t))},
+                          str(self.dir.preferences(t)))
         self._policy = None  # free the generation copy before training
         trainer = get_trainer(self.config.trainer)
         ckpt = self.dir.checkpoint(t)

@@ -51,3 +51,26 @@ def preference_row(prompt_id: str, prompt: str, responses: list[str], scores: li
         "chosen_probs_lose": sum(p[lo]) / k,
         "probability": p,
     }
+
+
+CHECKED_FIELDS = ("prompt", "chosen", "rejected", "chosen_probs", "chosen_probs_win", "chosen_probs_lose")
+
+
+def check_preferences(rows: list[dict[str, Any]], generations: list[dict[str, Any]],
+                      scores: dict[str, list[float]], where: str) -> None:
+    """Refuse preference rows that do not follow from the generations and scores they were made
+    from (an edited or corrupted file): ``where`` names the file in the error."""
+    if [r.get("prompt_id") for r in rows] != [g["prompt_id"] for g in generations]:
+        raise DataError(f"{where}: its prompts are not the {len(generations)} generated in this "
+                        f"iteration (it has {len(rows)} rows)")
+    for n, (row, g) in enumerate(zip(rows, generations, strict=True), 1):
+        if g["prompt_id"] not in scores:
+            raise DataError(f"{where}:{n}: prompt {g['prompt_id']} has no scores to follow from")
+        want = preference_row(g["prompt_id"], g["prompt"], g["responses"], scores[g["prompt_id"]])
+        for field in CHECKED_FIELDS:
+            got = row.get(field)
+            same = (isinstance(got, float) and math.isclose(got, want[field], rel_tol=1e-12)
+                    if isinstance(want[field], float) else got == want[field])
+            if not same:
+                raise DataError(f"{where}:{n}: prompt {g['prompt_id']}: {field} is {got!r}, but its "
+                                f"scores give {want[field]!r} (was the file edited?)")

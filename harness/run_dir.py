@@ -13,6 +13,7 @@ from typing import Any
 from harness import provenance
 from harness.artifacts import read_json, write_json
 from harness.errors import RunStateError
+from harness.faults import crash_point
 
 RUN_FORMAT = 1  # bump when the layout changes incompatibly
 
@@ -62,11 +63,6 @@ class RunDir:
 
     def eval_dir(self, t: int, benchmark: str) -> Path:
         return self.iter_dir(t) / "eval" / benchmark
-
-    @staticmethod
-    def partial(path: Path) -> Path:
-        """Where a chunked stage keeps the chunks of ``path`` committed so far."""
-        return path.with_name(path.name + ".partial")
 
     def remove_stale_tmp(self) -> list[Path]:
         """Delete temporary files and folders a killed process left (call with the lock held)."""
@@ -119,6 +115,7 @@ class RunDir:
         start = time.perf_counter()
         try:
             info = fn() or {}
+            crash_point(f"{stage}/end")  # the work is done and not yet recorded
         except BaseException as exc:
             stages[stage] = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000]}
             self.save()

@@ -169,24 +169,133 @@ CASES = [
          lambda t, m, e: (_existing_run(t, m, '{"format": 99}'),
                           ["card", str(t / "run"), "--iter", "1"])[1],
          r"run\.json: run format 99, this harness reads format 1"),
+    Case("checksum mismatch on benchmark data",
+         lambda t, m, e: (_tampered_mirror(t, e, "mt_bench/question.jsonl"),
+                          ["eval", "mt_bench", "--model", str(m), "--limit", "1", "--dry-run",
+                           "--out", str(t / "eval"), "--no-progress"])[1],
+         r"sha256 mismatch for mt_bench/question\.jsonl"),
+    Case("judgment file with a row that cannot be read",
+         lambda t, m, e: ["eval", "mt_bench", "--from-judgments",
+                          _file(t, "j.jsonl", b'{"question_id": 81, "model": "m", "judgment": "?"}\n')],
+         r"j\.jsonl:1: a single-mode judgment row needs \['score', 'turn'\]"),
+    Case("model name that escapes the output folder",
+         lambda t, m, e: ["eval", "mt_bench", "--model", str(m), "--name", "../../escaped", "--dry-run",
+                          "--out", str(t / "eval")],
+         r"--name '\.\./\.\./escaped' is not a safe name"),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_is_named(case: Case, tmp_path: Path, tiny_model_dir: Path,
-                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    argv = case.argv(tmp_path, tiny_model_dir, monkeypatch)
-    before = {p for p in tmp_path.rglob("*")}
+def _tampered_mirror(tmp: Path, env: pytest.MonkeyPatch, relpath: str) -> None:
+    """A data mirror whose copy of ``relpath`` has one byte changed."""
+    from harness import datafiles
+
+    original = datafiles.fetch(relpath).read_bytes()
+    copy = tmp / "mirror" / relpath
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(original.replace(b"a", b"e", 1))
+    env.setenv("SPPO_DATA_DIR", str(tmp / "mirror"))
+
+
+# A finished one-iteration run, copied, its stages from one on marked not done and one of its
+# files damaged, then resumed: the damage must be named before any stage builds on it.
+STAGES = ("iter-1/generate", "iter-1/rank", "iter-1/probabilities", "iter-1/train")
+
+
+@dataclass
+class Damage:
+    name: str
+    redo_from: str  # the first stage run again on resume
+    file: str  # in iter-1/
+    damage: Callable[[list[dict]], list[dict] | bytes]  # its rows -> new rows or raw bytes
+    message: str
+
+
+def _set(row: dict, **kv) -> dict:
+    return {**row, **kv}
+
+
+RESUME_CASES = [
+    Damage("empty responses", "iter-1/rank", "generations.jsonl",
+           lambda rows: [_set(rows[0], responses=[]), *rows[1:]],
+           r"generations\.jsonl:1: prompt .*: expected k = 2 responses \(strings\), found \[\]"),
+    Damage("NaN ranker score", "iter-1/probabilities", "scores.jsonl",
+           lambda rows: ("".join(json.dumps(_set(r, scores=[r["scores"][0], float("nan")])) + "\n"
+                                 for r in rows)).encode(),
+           r"scores\.jsonl: prompt .*: score 1 is nan, expected a finite number"),
+    Damage("missing ranker scores", "iter-1/probabilities", "scores.jsonl", lambda rows: rows[:-1],
+           r"scores\.jsonl: no scores for prompt"),
+    Damage("fewer scores than responses", "iter-1/probabilities", "scores.jsonl",
+           lambda rows: [_set(rows[0], scores=rows[0]["scores"][:1]), *rows[1:]],
+           r"scores\.jsonl: prompt .*: 2 responses but 1 scores"),
+    Damage("scores file torn by a crash", "iter-1/probabilities", "scores.jsonl",
+           lambda rows: (json.dumps(rows[0]) + "\n" + json.dumps(rows[1])[:15]).encode(),
+           r"scores\.jsonl:2: invalid JSON"),
+    Damage("probability file inconsistent with its scores", "iter-1/train", "preferences.jsonl",
+           lambda rows: [*rows[:-1], _set(rows[-1], chosen_probs=0.99)],
+           r"preferences\.jsonl:4: prompt .*: chosen_probs is 0\.99, but its scores give"),
+    Damage("probability file missing a prompt", "iter-1/train", "preferences.jsonl",
+           lambda rows: rows[1:], r"preferences\.jsonl: its prompts are not the 4 generated"),
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, Path]:
+    env = pytest.MonkeyPatch()
+    env.setenv("SPPO_PLUGINS", "tiny_plugin")  # the tiny model as ranker
+    env.setenv("TINY_MODEL_DIR", str(tiny_model_dir))
+    root = tmp_path_factory.mktemp("finished")
+    cfg = root / "cfg.yaml"
+    training = {**TINY["training"], "max_length": 256, "max_prompt_length": 192}
+    cfg.write_text(yaml.safe_dump({**TINY, "model": {"source": str(tiny_model_dir)}, "ranker": "tiny-pmi",
+                                   "training": training, "evaluation": {"benchmarks": []}}))
+    assert main(["run", "--base", str(cfg), "--iters", "1", "--out", str(root / "run"),
+                 "--no-progress"]) == 0
+    env.undo()
+    return cfg, root / "run"
+
+
+def _fails_named(argv: list[str], message: str, tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    before = {p for p in tmp.rglob("*")}
     rc = main(argv)
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if x.startswith("error:")]
     assert rc != 0, err
     assert len(lines) == 1, err
-    assert re.search(case.message, lines[0]), lines[0]
+    assert re.search(message, lines[0]), lines[0]
     # Nothing half-written: no new files beyond a run.json recording the failed stage.
-    new = {p for p in tmp_path.rglob("*") if p.is_file()} - before
+    new = {p for p in tmp.rglob("*") if p.is_file()} - before
     assert {p.name for p in new} <= {"run.json"}, sorted(map(str, new))
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_named(case: Case, tmp_path: Path, tiny_model_dir: Path,
+                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
+    _fails_named(case.argv(tmp_path, tiny_model_dir, monkeypatch), case.message, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("case", RESUME_CASES, ids=[c.name for c in RESUME_CASES])
+def test_damaged_run_is_named_on_resume(case: Damage, finished_run: tuple[Path, Path], tmp_path: Path,
+                                        tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    monkeypatch.setenv("SPPO_PLUGINS", "tiny_plugin")
+    monkeypatch.setenv("TINY_MODEL_DIR", str(tiny_model_dir))
+    cfg, run = finished_run
+    out = shutil.copytree(run, tmp_path / "run")
+    meta = json.loads((out / "run.json").read_text())
+    for stage in STAGES[STAGES.index(case.redo_from):]:
+        del meta["stages"][stage]
+    (out / "run.json").write_text(json.dumps(meta))
+    path = out / "iter-1" / case.file
+    damaged = case.damage([json.loads(x) for x in path.read_text().splitlines()])
+    data = damaged if isinstance(damaged, bytes) else "".join(json.dumps(r) + "\n" for r in damaged).encode()
+    path.write_bytes(data)
+    _fails_named(["run", "--base", str(cfg), "--iters", "1", "--out", str(out), "--no-progress",
+                  "--resume"], case.message, tmp_path, capsys)
+    assert path.read_bytes() == data  # the evidence is left as it was found
+
+
 def test_the_catalogue_is_at_least_thirty_cases() -> None:
-    assert len(CASES) >= 30
+    assert len(CASES) + len(RESUME_CASES) >= 30

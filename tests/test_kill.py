@@ -4,21 +4,27 @@ duplicated, nothing lost, no temporary or partial file left."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from openai_server import FakeOpenAI, judge_config
 
 TESTS = Path(__file__).parent
-# crash point -> (its stage, how many times the tiny run passes it)
+# crash point -> (its stage, how many times the tiny run passes it); "<stage>/end" lies after the
+# stage's work, before run.json records it done
 POINTS = {"generate/chunk": ("iter-1/generate", 3), "rank/chunk": ("iter-1/rank", 3),
-          "train/step": ("iter-1/train", 3)}
+          "train/step": ("iter-1/train", 3), "iter-1/probabilities/end": ("iter-1/probabilities", 2),
+          "iter-1/eval/win_rate_vs_base/end": ("iter-1/eval/win_rate_vs_base", 2)}
+CHUNKED = {"generate/chunk": "generations.jsonl", "rank/chunk": "scores.jsonl"}
 COMPARED = ("iter-1/generations.jsonl", "iter-1/scores.jsonl", "iter-1/preferences.jsonl",
             "iter-1/checkpoint/model.safetensors")
 
@@ -44,15 +50,17 @@ def kill_config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
 
 
 def _harness(config: Path, out: Path, model_dir: Path, resume: bool = False,
-             crash_at: str | None = None) -> subprocess.CompletedProcess:
+             crash_at: str | None = None, cache: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "TINY_MODEL_DIR": str(model_dir), "SPPO_PLUGINS": "tiny_plugin",
            "TINY_RANK_CHUNK": "2",
            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     env.pop("SPPO_CRASH_AT", None)
     if crash_at:
         env["SPPO_CRASH_AT"] = crash_at
+    if cache:
+        env["SPPO_CACHE_DIR"] = str(cache)  # (the judgment cache: each run pays for itself)
     cmd = [sys.executable, "-m", "harness", "run", "--base", str(config), "--iters", "1",
-           "--out", str(out), "--no-progress", *(["--resume"] if resume else [])]
+           "--out", str(out), "--no-progress", "--yes", *(["--resume"] if resume else [])]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -80,12 +88,11 @@ def test_killed_inside_a_stage_resumes_to_the_uninterrupted_result(
     assert killed.returncode == -9, killed.stderr[-3000:]
     meta = json.loads((out / "run.json").read_text())
     assert meta["stages"][stage]["state"] == "running"  # killed inside the stage
-    if point != "train/step":
-        artifact = {"generate/chunk": "generations.jsonl", "rank/chunk": "scores.jsonl"}[point]
-        partial = out / "iter-1" / f"{artifact}.partial"
+    if point in CHUNKED:
+        partial = out / "iter-1" / f"{CHUNKED[point]}.partial"
         rows = partial.read_text().splitlines()
-        assert len(rows) == 2 * n and not (out / "iter-1" / artifact).exists()
-    else:
+        assert len(rows) == 2 * n and not (out / "iter-1" / CHUNKED[point]).exists()
+    elif point == "train/step":
         assert json.loads((out / "iter-1" / "train_state" / "progress.json").read_text())["step"] == n
     # the lock of the dead process is reported, not taken over
     refused = _harness(kill_config, out, tiny_model_dir, resume=True)
@@ -100,9 +107,9 @@ def test_killed_inside_a_stage_resumes_to_the_uninterrupted_result(
         json.loads((reference / metrics).read_text())["metrics"]
     assert _files(out) == _files(reference)  # nothing partial, temporary or duplicated is left
     stages = json.loads((out / "run.json").read_text())["stages"]
-    if point != "train/step":
+    if point in CHUNKED:
         assert stages[stage]["resumed_prompts"] == 2 * n  # the committed chunks were not redone
-    else:  # training went on from the saved step; its log and losses are the uninterrupted ones
+    elif point == "train/step":  # training went on from the saved step, with the uninterrupted losses
         assert stages[stage]["resumed_from_step"] == n
         assert stages[stage]["losses"] == json.loads((reference / "run.json").read_text())[
             "stages"][stage]["losses"]
@@ -110,9 +117,122 @@ def test_killed_inside_a_stage_resumes_to_the_uninterrupted_result(
         ref_log = [json.loads(x) for x in (reference / "iter-1" / "train_log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in log] == [1, 2, 3]
         assert [r["loss"] for r in log] == [r["loss"] for r in ref_log]
-    for s in ("iter-1/generate", "iter-1/rank", "iter-1/probabilities", "iter-1/train"):
-        assert stages[s]["state"] == "done"
+    assert all(s["state"] == "done" for s in stages.values())
     shutil.rmtree(out)
+
+
+# benchmark stages -------------------------------------------------------------------------
+# Iteration 0 passes these crash points first: MT-Bench answers (turn 1, turn 2: one chunk each),
+# Arena-Hard answers (one chunk), then 16 MT-Bench judgments and 4 Arena-Hard ones, one at a time.
+EVAL_POINTS = {
+    "mt_bench answers": ("answer/chunk", 1, "iter-0/eval/mt_bench"),
+    "arena_hard answers": ("answer/chunk", 3, "iter-0/eval/arena_hard"),
+    "mt_bench judging": ("judge/judgment", random.Random(1).randint(1, 15), "iter-0/eval/mt_bench"),
+    "arena_hard judging": ("judge/judgment", 16 + random.Random(2).randint(1, 3),
+                           "iter-0/eval/arena_hard"),
+}
+
+
+def _fake_verdict(messages: list[dict]) -> str:
+    """An MT-Bench rating and an Arena-Hard verdict in one reply, varied by the prompt."""
+    n = int(hashlib.sha256(messages[-1]["content"].encode()).hexdigest(), 16)
+    return f"Rating: [[{1 + n % 10}]]. My final verdict is [[{['A>B', 'B>A', 'A=B'][n % 3]}]]"
+
+
+@pytest.fixture(scope="module")
+def judge_server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(reply=_fake_verdict) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def eval_kill_config(kill_config: Path, judge_server: FakeOpenAI) -> Path:
+    judge = judge_config(kill_config.parent, judge_server.url, "gpt-4", 64, (1, 1))
+    cfg = json.loads(judge.read_text())
+    judge.write_text(json.dumps({**cfg, "concurrency": 1}))  # one call in flight when killed
+    run = yaml.safe_load(kill_config.read_text())
+    run["training"]["save_steps"] = 0
+    run["evaluation"] = {"benchmarks": ["mt_bench", "arena_hard"],
+                         "mt_bench": {"judge": str(judge), "limit": 1, "max_new_tokens": 4},
+                         "arena_hard": {"judge": str(judge), "limit": 2, "max_new_tokens": 4}}
+    path = kill_config.parent / "tiny-eval.yaml"
+    path.write_text(yaml.safe_dump(run))
+    return path
+
+
+def _eval_files(root: Path) -> dict[str, object]:
+    """Every benchmark file of the run, JSONL rows without their wall-clock stamps."""
+    out: dict[str, object] = {}
+    for p in sorted(root.glob("iter-*/eval/**/*")):
+        if not p.is_file():
+            continue
+        rel = str(p.relative_to(root))
+        if p.suffix == ".jsonl":
+            out[rel] = [{k: v for k, v in json.loads(x).items() if k != "tstamp"}
+                        for x in p.read_text().splitlines()]
+        elif p.name == "results.json":
+            out[rel] = json.loads(p.read_text())["metrics"]
+        else:
+            out[rel] = p.read_bytes()
+    return out
+
+
+@pytest.fixture(scope="module")
+def eval_reference(eval_kill_config: Path, tiny_model_dir: Path, judge_server: FakeOpenAI,
+                   tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    root = tmp_path_factory.mktemp("eval-ref")
+    before = len(judge_server.requests)
+    done = _harness(eval_kill_config, root / "run", tiny_model_dir, cache=root / "cache")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "run", len(judge_server.requests) - before
+
+
+@pytest.mark.parametrize("case", sorted(EVAL_POINTS))
+def test_killed_inside_a_benchmark_resumes_without_paying_twice(
+        case: str, eval_reference: tuple[Path, int], eval_kill_config: Path, tiny_model_dir: Path,
+        judge_server: FakeOpenAI, tmp_path: Path) -> None:
+    point, n, stage = EVAL_POINTS[case]
+    reference, paid = eval_reference
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    before = len(judge_server.requests)
+    killed = _harness(eval_kill_config, out, tiny_model_dir, crash_at=f"{point}:{n}", cache=cache)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["stages"][stage]["state"] == "running"
+    (out / ".lock").unlink()  # (the stale lock's refusal is tested above)
+    resumed = _harness(eval_kill_config, out, tiny_model_dir, resume=True, cache=cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(judge_server.requests) - before == paid  # no judge call was made twice
+    if point == "answer/chunk":  # the committed chunk was reused, not answered again
+        assert "answer(s) committed before are reused" in resumed.stderr
+    assert _eval_files(out) == _eval_files(reference)
+    assert _files(out) == _files(reference)  # nothing partial, temporary or duplicated is left
+    assert all(s["state"] == "done" for s in json.loads((out / "run.json").read_text())["stages"].values())
+
+
+def test_answers_are_committed_in_chunks_and_reused(tmp_path: Path) -> None:
+    from harness.benchmarks.answers import answer_in_chunks
+    from harness.judges.base import Decoding, JudgeRequest
+
+    asked: list[list[str]] = []
+
+    def chat(requests: list[JudgeRequest]) -> dict[str, str]:
+        asked.append([r.id for r in requests])
+        return {r.id: f"{r.messages[0]['content']}!" for r in requests}
+
+    reqs = [JudgeRequest(f"q{i}", ({"role": "user", "content": f"say {i}"},), Decoding(0.0, 8))
+            for i in range(5)]
+    path = tmp_path / "answers.jsonl"
+    assert answer_in_chunks(reqs, chat, path, chunk=2) == {f"q{i}": f"say {i}!" for i in range(5)}
+    assert asked == [["q0", "q1"], ["q2", "q3"], ["q4"]]
+    partial = tmp_path / "answers.jsonl.partial"
+    assert len(partial.read_text().splitlines()) == 5
+    asked.clear()
+    lines = partial.read_text().splitlines()
+    partial.write_text("\n".join(lines[:3]) + "\n" + lines[3][:9])  # chunk 2 torn by a crash
+    longer = [*reqs[:4], JudgeRequest("q4", reqs[4].messages, Decoding(0.0, 16))]
+    got = answer_in_chunks(longer, chat, path, chunk=2)
+    assert asked == [["q2", "q3"], ["q4"]]  # the torn chunk, and a changed request, again
+    assert got["q0"] == "say 0!" and len(got) == 5
 
 
 def test_a_partial_file_torn_by_a_crash_keeps_its_whole_rows(tmp_path: Path) -> None:

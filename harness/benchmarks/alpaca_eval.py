@@ -31,8 +31,10 @@ from typing import Any
 import yaml
 
 from harness import datafiles
-from harness.artifacts import write_json, write_text_atomic
+from harness.artifacts import partial_path, write_json, write_text_atomic
+from harness.benchmarks.answers import answer_in_chunks
 from harness.errors import ConfigError, DataError
+from harness.judges.base import Decoding, JudgeRequest
 
 NAME = "alpaca_eval"
 VERSION = "2.0"
@@ -315,11 +317,21 @@ def evaluate(
     outputs_path = out_dir / "model_outputs.json"
     if outputs_path.exists():
         outputs = read_json(outputs_path)
-    else:
-        answers = generate([r["instruction"] for r in rows])
-        outputs = [{"instruction": r["instruction"], "output": a, "generator": model_name,
-                    "dataset": r["dataset"]} for r, a in zip(rows, answers, strict=True)]
+    else:  # committed in chunks as they come (see harness.benchmarks.answers)
+        requests = [JudgeRequest(f"{i:04d}", ({"role": "user", "content": r["instruction"]},),
+                                 Decoding(decoding.get("temperature", 0.0),
+                                          decoding.get("max_new_tokens", 0)))
+                    for i, r in enumerate(rows)]
+
+        def chat(todo: list[JudgeRequest]) -> dict[str, str]:
+            got = generate([r.messages[0]["content"] for r in todo])
+            return {r.id: a for r, a in zip(todo, got, strict=True)}
+
+        answers = answer_in_chunks(requests, chat, outputs_path)
+        outputs = [{"instruction": r["instruction"], "output": answers[q.id], "generator": model_name,
+                    "dataset": r["dataset"]} for r, q in zip(rows, requests, strict=True)]
         write_json(outputs_path, outputs)
+        partial_path(outputs_path).unlink(missing_ok=True)
     baseline = [{"instruction": r["instruction"], "output": r["output"], "generator": r["generator"],
                  "dataset": r["dataset"]} for r in rows]
     annotations = _saved_annotations(out_dir / "annotations.json", outputs)

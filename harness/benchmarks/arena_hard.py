@@ -29,7 +29,6 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,9 @@ from typing import Any
 import yaml
 
 from harness import datafiles
-from harness.artifacts import read_jsonl, write_json, write_jsonl
+from harness.artifacts import partial_path, read_jsonl, write_json, write_jsonl
 from harness.benchmarks import arena_hard_scoring as scoring
+from harness.benchmarks.answers import Chat, answer_in_chunks
 from harness.errors import ConfigError, DataError
 from harness.judges.base import Decoding, JudgeRequest
 
@@ -46,7 +46,6 @@ NAME = "arena_hard"
 MAX_NEW_TOKENS = 4096
 # the official follow-up when a judgment has no verdict label (v0.1 gen_judgment.py)
 CONTINUE = "continue your judgment and finish by outputting a final verdict label"
-Chat = Callable[[list[JudgeRequest]], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -166,14 +165,15 @@ def baseline_answers(name: str) -> dict[str, str]:
 
 
 # answers ------------------------------------------------------------------------------------
-def answer(qs: list[dict[str, str]], chat: Chat, model: str, name: str,
+def answer(qs: list[dict[str, str]], chat: Chat, model: str, name: str, path: Path,
            max_new_tokens: int = MAX_NEW_TOKENS) -> list[dict[str, Any]]:
-    """The model's answers in arena-hard-auto's ``model_answer`` format of version ``name``."""
+    """The model's answers in arena-hard-auto's ``model_answer`` format of version ``name``,
+    written to ``path`` (replies are committed in chunks as they come: see :mod:`.answers`)."""
     from harness.judges.cost import token_counter
 
     count, _ = token_counter()
-    replies = chat([JudgeRequest(q["id"], ({"role": "user", "content": q["prompt"]},),
-                                 Decoding(0.0, max_new_tokens)) for q in qs])
+    replies = answer_in_chunks([JudgeRequest(q["id"], ({"role": "user", "content": q["prompt"]},),
+                                             Decoding(0.0, max_new_tokens)) for q in qs], chat, path)
     rows = []
     for q in qs:
         text = replies[q["id"]]
@@ -188,6 +188,8 @@ def answer(qs: list[dict[str, str]], chat: Chat, model: str, name: str,
                                       {"role": "assistant", "content": {"answer": text}}],
                          "tstamp": time.time(),
                          "metadata": {"token_len": count(text), **scoring.markdown_counts(text)}})
+    write_jsonl(path, rows)
+    partial_path(path).unlink(missing_ok=True)
     return rows
 
 
@@ -363,8 +365,7 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, bench_version: str = "v
     if answers_path.exists():
         answer_rows = read_jsonl(answers_path)
     else:
-        answer_rows = answer(qs, chat, model_name, name, max_new_tokens)
-        write_jsonl(answers_path, answer_rows)
+        answer_rows = answer(qs, chat, model_name, name, answers_path, max_new_tokens)
     answers = {_answer_id(r): answer_text(r) for r in answer_rows}
     # the official judge's settings; a judge config may only lower max_tokens (recorded)
     decoding = Decoding(s.temperature, min(s.max_tokens, cfg.max_tokens))

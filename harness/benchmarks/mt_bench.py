@@ -26,12 +26,12 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from harness import datafiles
-from harness.artifacts import read_jsonl, write_json, write_jsonl
+from harness.artifacts import partial_path, read_jsonl, write_json, write_jsonl
+from harness.benchmarks.answers import Chat, answer_in_chunks
 from harness.errors import DataError
 from harness.judges.base import Decoding, JudgeRequest
 
@@ -47,9 +47,6 @@ TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, 
 MAX_NEW_TOKENS = 1024
 OFFICIAL_JUDGE = "gpt-4"
 _RATING = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"\[(\d+\.?\d*)\]"))
-
-# the model under test: chat requests (messages, temperature, max new tokens) in, reply text by id out
-Chat = Callable[[list[JudgeRequest]], dict[str, str]]
 
 
 def questions(limit: int | None = None) -> list[dict[str, Any]]:
@@ -96,24 +93,29 @@ def prompt_name(category: str, turn: int) -> str:
 
 
 # answers ------------------------------------------------------------------------------------
-def answer(qs: list[dict[str, Any]], chat: Chat, model_id: str,
+def answer(qs: list[dict[str, Any]], chat: Chat, model_id: str, path: Path,
            max_new_tokens: int = MAX_NEW_TOKENS) -> list[dict[str, Any]]:
-    """Both turns of every question, in FastChat's ``model_answer`` row format."""
+    """Both turns of every question, in FastChat's ``model_answer`` row format, written to
+    ``path`` (replies are committed in chunks as they come: see :mod:`.answers`)."""
     def req(q: dict[str, Any], messages: list[dict[str, str]], turn: int) -> JudgeRequest:
         temp = TEMPERATURE.get(q["category"], 0.7)
         return JudgeRequest(f"q{q['question_id']}/turn{turn}", tuple(messages),
                             Decoding(temp if temp >= 1e-4 else 0.0, max_new_tokens))
 
-    first = chat([req(q, [{"role": "user", "content": q["turns"][0]}], 1) for q in qs])
-    second = chat([req(q, [{"role": "user", "content": q["turns"][0]},
-                           {"role": "assistant", "content": first[f"q{q['question_id']}/turn1"]},
-                           {"role": "user", "content": q["turns"][1]}], 2) for q in qs])
+    first = answer_in_chunks([req(q, [{"role": "user", "content": q["turns"][0]}], 1) for q in qs],
+                             chat, path)
+    second = answer_in_chunks([req(q, [{"role": "user", "content": q["turns"][0]},
+                                       {"role": "assistant", "content": first[f"q{q['question_id']}/turn1"]},
+                                       {"role": "user", "content": q["turns"][1]}], 2) for q in qs],
+                              chat, path)
     rows = []
     for q in qs:
         turns = [first[f"q{q['question_id']}/turn1"], second[f"q{q['question_id']}/turn2"]]
         digest = hashlib.sha256(json.dumps([model_id, q["question_id"], turns]).encode()).hexdigest()
         rows.append({"question_id": q["question_id"], "answer_id": digest[:22], "model_id": model_id,
                      "choices": [{"index": 0, "turns": turns}], "tstamp": time.time()})
+    write_jsonl(path, rows)
+    partial_path(path).unlink(missing_ok=True)
     return rows
 
 
@@ -228,8 +230,7 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
     if answers_path.exists():
         answers = read_jsonl(answers_path)
     else:
-        answers = answer(qs, chat, model_name, max_new_tokens)
-        write_jsonl(answers_path, answers)
+        answers = answer(qs, chat, model_name, answers_path, max_new_tokens)
     # FastChat names the judge by its model; a local judge by its folder's name
     judge_model = Path(cfg.model.split(":")[-1]).name if cfg.kind == "local" else cfg.model
     decoding = Decoding(cfg.temperature, cfg.max_tokens)

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from harness.errors import RunStateError
+from harness.faults import crash_point
 from harness.judges.base import Judge, JudgeBatch, JudgeRequest, Judgment
 
 
@@ -70,6 +71,7 @@ class JudgmentCache:
                                 "judgments cached so far are kept (free space or fix permissions, "
                                 "then re-run)") from None
         self._entries[key] = judgment
+        crash_point("judge/judgment")
 
     def _append(self, line: str) -> None:
         with self._lock:

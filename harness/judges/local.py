@@ -77,8 +77,8 @@ class LocalJudge:
             width = max(map(len, seqs))
             ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=device)
             mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
-            if d.temperature > 0:
-                set_seed(int(batch[0].key(self.id)[:8], 16))
+            if d.temperature > 0:  # seeded by the request alone: not by where the model lies
+                set_seed(int(batch[0].key("sampling")[:8], 16))
             gen = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=d.max_tokens,
                 do_sample=d.temperature > 0, temperature=d.temperature or None, top_p=None, top_k=None,

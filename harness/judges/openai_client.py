@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from tqdm.auto import tqdm
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, RunStateError
 from harness.judges.base import JudgeBatch, JudgeRequest, Judgment
 from harness.judges.config import JudgeConfig
 
@@ -105,11 +105,14 @@ class OpenAIJudge:
             if stop.is_set():
                 return None
             try:
-                return self._call(req)
+                judgment = self._call(req)
             except _Fatal as exc:
                 stop.set()
                 fatal.append(str(exc))
                 return None
+            if on_judgment:  # kept (cached) before this worker sends another paid request
+                on_judgment(req, judgment)
+            return judgment
 
         bar = tqdm(total=len(requests), desc=f"judge ({self.cfg.model})", disable=not progress)
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
@@ -118,6 +121,9 @@ class OpenAIJudge:
                 req = futures[fut]
                 try:
                     judgment = fut.result()
+                except RunStateError:  # the judgment could not be kept (disk full): stop sending
+                    stop.set()
+                    raise
                 except Exception as exc:
                     out.failed[req.id] = str(exc)
                 else:
@@ -125,8 +131,6 @@ class OpenAIJudge:
                         out.failed[req.id] = "not sent: the endpoint refused an earlier request"
                     else:
                         out.judgments[req.id] = judgment
-                        if on_judgment:
-                            on_judgment(req, judgment)
                 bar.update(1)
         bar.close()
         if fatal:
