@@ -79,7 +79,7 @@ def fetch(relpath: str) -> Path:
     where = ""
     if mirror is not None:
         if (mirror / relpath).is_file():
-            return verify(mirror / relpath, relpath)
+            return _check(mirror / relpath, entry)
         where = f"not in the data mirror {mirror} (SPPO_DATA_DIR / --data-dir), "
     path = cache_dir() / "data" / relpath
     if path.is_file():
