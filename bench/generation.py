@@ -110,16 +110,9 @@ def main() -> None:
     ap.add_argument("--batch1-prompts", type=int, default=3)
     ap.add_argument("--naive-prompts", type=int, default=6)
     ap.add_argument("--out", type=Path, default=Path("bench/results/generation.json"))
-    ap.add_argument("--shapes-only", action="store_true", help="add the matmul-shape figures to --out")
     args = ap.parse_args()
     path = resolve_source(EMBEDDED)
     model, tok = load_model(path, args.dtype), load_tokenizer(path)
-    if args.shapes_only:
-        saved = json.loads(args.out.read_text())
-        prompts = [p.prompt for p in load_source("embedded")[: args.batch_size]]
-        write_json(args.out, {**saved, "linear_gflops_by_rows": linear_shapes(model, args.dtype),
-                              "batched_step_profile": step_profile(model, tok, prompts)})
-        return
     params = sum(p.numel() for p in model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     prompts = load_source("embedded")

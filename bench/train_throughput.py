@@ -125,7 +125,6 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=Path("bench/results/train_throughput.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--profile-only", action="store_true", help="add the step profile to --out")
     args = ap.parse_args()
     cfg = TrainingConfig(loss="sppo", learning_rate=1e-5, global_batch_size=8,
                          per_device_batch_size=args.micro_batch, epochs=args.epochs,
@@ -139,9 +138,6 @@ def main() -> None:
         prefs = Path(tmp) / "preferences.jsonl"
         preference_pool(prefs, args.pairs, args.response_tokens)
         profiled = step_profile(prefs, cfg)
-        if args.profile_only:
-            write_json(args.out, {**json.loads(args.out.read_text()), "native_step_profile": profiled})
-            return
         rows = []
         for backend in args.backends:
             cmd = [sys.executable, "-m", "bench.train_throughput", "--child", str(prefs),
