@@ -58,6 +58,18 @@ def gather(local: list[T]) -> list[T]:
     return out
 
 
+def close() -> None:
+    """Leave the process group, if one was joined, before the interpreter shuts down.
+
+    A gloo group left to the interpreter's exit can abort the process ("terminate called without
+    an active exception") while its worker threads are torn down; every launched module ends here,
+    once its work succeeded (the barrier keeps a rank's sockets open until all have finished).
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def accelerate_config(name: str | None) -> Path | None:
     """A shipped accelerate config by name (``zero3``, ``fsdp``) or the path of the user's own."""
     if name is None:

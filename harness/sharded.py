@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     result = distributed.gather(result)
     if state.is_main_process:
         write_json(Path(out_path), result)
+    distributed.close()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -50,9 +51,10 @@ def kill_config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
 
 
 def _harness(config: Path, out: Path, model_dir: Path, resume: bool = False,
-             crash_at: str | None = None, cache: Path | None = None) -> subprocess.CompletedProcess:
+             crash_at: str | None = None, cache: Path | None = None,
+             eval_chunk: int | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "TINY_MODEL_DIR": str(model_dir), "SPPO_PLUGINS": "tiny_plugin",
-           "TINY_RANK_CHUNK": "2",
+           "TINY_RANK_CHUNK": "2", **({"TINY_EVAL_CHUNK": str(eval_chunk)} if eval_chunk else {}),
            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     env.pop("SPPO_CRASH_AT", None)
     if crash_at:
@@ -160,20 +162,43 @@ def eval_kill_config(kill_config: Path, judge_server: FakeOpenAI) -> Path:
     return path
 
 
+CLOCK_KEYS = {"tstamp", "time_per_example", "preference_time_per_example", "preference_date",
+              "seconds"}  # wall-clock readings, never equal
+
+
+def _timeless(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {k: _timeless(v) for k, v in obj.items() if k not in CLOCK_KEYS}
+    return [_timeless(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def _close(a: object, b: object, rel: float = 1e-9) -> bool:
+    """Equal, floats to ``rel`` (nested dicts and lists)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def _eval_files(root: Path) -> dict[str, object]:
-    """Every benchmark file of the run, JSONL rows without their wall-clock stamps."""
+    """Every benchmark file of the run: JSON without wall-clock readings, results.json's metrics
+    (its provenance names the run folder), other text with the run folder's path masked."""
     out: dict[str, object] = {}
     for p in sorted(root.glob("iter-*/eval/**/*")):
         if not p.is_file():
             continue
         rel = str(p.relative_to(root))
         if p.suffix == ".jsonl":
-            out[rel] = [{k: v for k, v in json.loads(x).items() if k != "tstamp"}
-                        for x in p.read_text().splitlines()]
+            out[rel] = [_timeless(json.loads(x)) for x in p.read_text().splitlines()]
         elif p.name == "results.json":
-            out[rel] = json.loads(p.read_text())["metrics"]
+            out[rel] = _timeless(json.loads(p.read_text())["metrics"])
+        elif p.suffix == ".json":
+            out[rel] = _timeless(json.loads(p.read_text()))
         else:
-            out[rel] = p.read_bytes()
+            out[rel] = p.read_bytes().replace(str(root).encode(), b"<run>")
     return out
 
 
@@ -206,6 +231,81 @@ def test_killed_inside_a_benchmark_resumes_without_paying_twice(
         assert "answer(s) committed before are reused" in resumed.stderr
     assert _eval_files(out) == _eval_files(reference)
     assert _files(out) == _files(reference)  # nothing partial, temporary or duplicated is left
+    assert all(s["state"] == "done" for s in json.loads((out / "run.json").read_text())["stages"].values())
+
+
+# AlpacaEval (the embedded model judging: no paid call) and Open LLM (lm-eval on the tiny model),
+# in chunks of 2: iteration 0 commits 2 chunks of AlpacaEval answers, 2 chunks of annotations, then
+# 2 Open LLM tasks, one at a time.
+LOCAL_EVAL_POINTS = {
+    "alpaca_eval answers": ("answer/chunk:1", "iter-0/eval/alpaca_eval"),
+    "alpaca_eval annotations": ("annotate/chunk:1", "iter-0/eval/alpaca_eval"),
+    "open_llm tasks": ("open_llm/task:1", "iter-0/eval/open_llm"),
+}
+
+
+@pytest.fixture(scope="module")
+def local_eval_config(kill_config: Path) -> Path:
+    run = yaml.safe_load(kill_config.read_text())
+    run["training"]["save_steps"] = 0
+    run["evaluation"] = {
+        "benchmarks": ["alpaca_eval", "open_llm"],
+        "alpaca_eval": {"annotator": "local", "limit": 4, "decoding": {"max_new_tokens": 4}},
+        "open_llm": {"tasks": ["truthfulqa_mc2", "winogrande"], "limit": 1, "batch_size": 2}}
+    path = kill_config.parent / "tiny-local-eval.yaml"
+    path.write_text(yaml.safe_dump(run))
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_eval_reference(local_eval_config: Path, tiny_model_dir: Path,
+                         tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("local-eval-ref") / "run"
+    done = _harness(local_eval_config, out, tiny_model_dir, eval_chunk=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(LOCAL_EVAL_POINTS))
+def test_killed_inside_alpaca_eval_or_open_llm_resumes_with_committed_work_reused(
+        case: str, local_eval_reference: Path, local_eval_config: Path, tiny_model_dir: Path,
+        tmp_path: Path) -> None:
+    point, stage = LOCAL_EVAL_POINTS[case]
+    out = tmp_path / "run"
+    killed = _harness(local_eval_config, out, tiny_model_dir, crash_at=point, eval_chunk=2)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["stages"][stage]["state"] == "running"
+    alpaca, open_llm = out / "iter-0/eval/alpaca_eval", out / "iter-0/eval/open_llm"
+    if case == "alpaca_eval answers":
+        assert len((alpaca / "model_outputs.json.partial").read_text().splitlines()) == 2
+        reused = "2 answer(s) committed before are reused"
+    elif case == "alpaca_eval annotations":
+        cache = alpaca / "annotations_cache.json"
+        rows = json.loads(cache.read_text())
+        assert len(rows) == 2 and not (alpaca / "annotations.json").exists()
+        # marked, so that the resumed run shows which annotations it took from the cache
+        cache.write_text(json.dumps([{**r, "preference_time_per_example": -1.0} for r in rows]))
+        reused = None
+    else:
+        assert [json.loads(x)["task"] for x in
+                (open_llm / "results.json.partial").read_text().splitlines()] == ["truthfulqa_mc2"]
+        reused = "1 task(s) committed before are reused: truthfulqa_mc2"
+    (out / ".lock").unlink()  # (the stale lock's refusal is tested above)
+    resumed = _harness(local_eval_config, out, tiny_model_dir, resume=True, eval_chunk=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    if reused:
+        assert reused in resumed.stderr
+    else:
+        times = [a["preference_time_per_example"]
+                 for a in json.loads((alpaca / "annotations.json").read_text())]
+        assert times[:2] == [-1.0, -1.0] and min(times[2:]) > 0  # chunk 1 reused, chunk 2 judged
+    got, want = _eval_files(out), _eval_files(local_eval_reference)
+    if reused:
+        assert got == want
+    else:  # alpaca_eval's cache keeps 10 significant digits (pandas' to_json), so annotations
+        # taken from it, and the win rates, match the uninterrupted ones to about 1e-10
+        assert _close(got, want)
+    assert _files(out) == _files(local_eval_reference)  # nothing partial, temporary or duplicated
     assert all(s["state"] == "done" for s in json.loads((out / "run.json").read_text())["stages"].values())
 
 

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if PartialState().is_main_process:
         write_json(Path(out_path), result.as_dict())
+    distributed.close()
 
 
 if __name__ == "__main__":

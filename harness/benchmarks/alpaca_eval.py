@@ -34,6 +34,7 @@ from harness import datafiles
 from harness.artifacts import partial_path, write_json, write_text_atomic
 from harness.benchmarks.answers import answer_in_chunks
 from harness.errors import ConfigError, DataError
+from harness.faults import crash_point
 from harness.judges.base import Decoding, JudgeRequest
 
 NAME = "alpaca_eval"
@@ -44,6 +45,7 @@ OFFICIAL_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 LOCAL_ANNOTATOR = "local"
 LC_FILES = ("alpaca_eval/instruction_difficulty.csv", "alpaca_eval/df_gamed.csv")
 HUB_REPO = "tatsu-lab/alpaca_eval"
+ANNOTATION_CHUNK = 128  # alpaca_eval's default: annotated, then its cache saved, together
 METRIC_KEYS = ("win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
                "discrete_win_rate", "avg_length", "length_controlled_winrate", "lc_standard_error")
 
@@ -205,9 +207,28 @@ def _local_annotator_config(out_dir: Path, judge: str) -> tuple[Path, str]:
     return path.parent, name
 
 
+def _crash_safe(annotator_class: type) -> type:
+    """alpaca_eval's annotator, whose cache (rewritten whole after each chunk) is replaced
+    atomically, so a kill mid-write cannot tear it and lose the chunks annotated before."""
+
+    class CrashSafeAnnotator(annotator_class):  # type: ignore[misc, valid-type]
+        def save(self, path: Any = None) -> None:
+            target = Path(path or self.caching_path)
+            tmp = target.with_name(f".{target.name}.unsaved")
+            try:
+                super().save(tmp)
+                write_text_atomic(target, tmp.read_text(encoding="utf-8"))
+            finally:
+                tmp.unlink(missing_ok=True)
+            crash_point("annotate/chunk")
+
+    return CrashSafeAnnotator
+
+
 def annotate(model_outputs: list[dict], baseline_outputs: list[dict], annotator: str,
              out_dir: Path, judge: str = "embedded:smollm2-135m") -> list[dict]:
-    """alpaca_eval's pairwise annotations (baseline = output_1), cached in ``out_dir``."""
+    """alpaca_eval's pairwise annotations (baseline = output_1), cached in ``out_dir`` after every
+    :data:`ANNOTATION_CHUNK` of them; a rerun annotates only what the cache lacks."""
     ae = _alpaca_eval()
     out_dir = out_dir.resolve()  # alpaca_eval reads relative config paths from its own folder
     kwargs: dict[str, Any] = {}
@@ -218,10 +239,10 @@ def annotate(model_outputs: list[dict], baseline_outputs: list[dict], annotator:
         config = annotator
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        annotator_ = ae.annotators.PairwiseAnnotator(
+        annotator_ = _crash_safe(ae.annotators.PairwiseAnnotator)(
             annotators_config=config, caching_path=out_dir / "annotations_cache.json", **kwargs)
         rows = annotator_.annotate_head2head(outputs_1=baseline_outputs, outputs_2=model_outputs,
-                                             is_ordered=True)
+                                             is_ordered=True, chunksize=ANNOTATION_CHUNK)
     return [{k: _plain(v) for k, v in r.items()} for r in rows]
 
 

@@ -24,10 +24,11 @@ _KEY = "model-under-test"  # what JudgeRequest.key hashes beside the request its
 
 
 def answer_in_chunks(requests: list[JudgeRequest], chat: Chat, answers: Path,
-                     chunk: int = CHUNK) -> dict[str, str]:
+                     chunk: int | None = None) -> dict[str, str]:
     """Every request's reply; chunks are committed to the partial file of ``answers`` (the file
     the caller writes when all are in, then deleting the partial one), and the replies committed
-    there by an interrupted call are reused."""
+    there by an interrupted call are reused. ``chunk`` defaults to :data:`CHUNK`."""
+    chunk = chunk or CHUNK
     partial = partial_path(answers)
     saved = {r["id"]: r for r in read_partial_jsonl(partial)}
     replies = {r.id: saved[r.id]["reply"] for r in requests

@@ -21,6 +21,9 @@ on the group score for GPQA and MMLU-Pro; IFEval is the mean of prompt- and inst
 accuracy, MATH the exact match, both in percent; the v2 score is the mean of the six. The number
 of choices is read from the evaluated questions (the most any question of the (sub)task offers).
 No mirror here holds v2 data, so with a mirror set the v2 tasks are reported unavailable.
+
+Each task's result is committed to ``results.json.partial`` as soon as it is in; a call killed
+midway reuses the tasks committed with the same settings and runs only the others.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +39,9 @@ from typing import Any
 
 import yaml
 
+from harness.artifacts import append_jsonl, partial_path, read_partial_jsonl, write_json
 from harness.errors import ConfigError, DataError
+from harness.faults import crash_point
 
 NAME = "open_llm"
 NAME_V2 = "open_llm_v2"  # its own benchmark in tables: v2 numbers never share a column with v1's
@@ -238,6 +244,27 @@ def v1_average(scores: dict[str, float | None]) -> tuple[float | None, bool]:
     return (sum(have) / len(have) if have else None), partial
 
 
+class _TaskLog:
+    """Per-task results committed to the partial file of ``results.json`` as they come in, and
+    those an interrupted call committed with the same ``settings``, reused."""
+
+    def __init__(self, out_dir: Path, settings: dict[str, Any]) -> None:
+        self.path, self.settings = partial_path(out_dir / "results.json"), settings
+        self.done = {r["task"]: r["result"] for r in read_partial_jsonl(self.path)
+                     if r.get("settings") == settings}
+        if self.done:
+            print(f"{self.path}: {len(self.done)} task(s) committed before are reused: "
+                  f"{', '.join(sorted(self.done))}", file=sys.stderr)
+
+    def commit(self, task: str, result: dict[str, Any]) -> None:
+        append_jsonl(self.path, [{"task": task, "settings": self.settings, "result": result}])
+        crash_point("open_llm/task")
+
+    def finish(self, out_dir: Path, record: dict[str, Any]) -> None:
+        write_json(out_dir / "results.json", record)
+        self.path.unlink(missing_ok=True)
+
+
 def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None,
              tasks: list[str] | None = None, batch_size: int = 8, device: str = "cpu",
              apply_chat_template: bool = False, seed: int = 0, version: str = "v1",
@@ -247,8 +274,6 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from harness.artifacts import write_json
-
     if version == "v2":
         return _evaluate_v2(model, tokenizer, out_dir, limit, tasks, batch_size, device,
                             apply_chat_template, seed, provenance)
@@ -256,12 +281,18 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
     mirror = os.environ.get("SPPO_DATA_DIR")
     local = render_local_tasks(Path(mirror), out_dir / "tasks") if mirror else {}
     manager = TaskManager(include_path=str(out_dir / "tasks")) if local else TaskManager()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    log = _TaskLog(out_dir, {"version": "v1", "limit": limit, "batch_size": batch_size,
+                             "apply_chat_template": apply_chat_template, "seed": seed, "data_dir": mirror})
+    lm = None
     per_task: dict[str, Any] = {}
     for t in wanted:
         if mirror and t.name not in local:
             per_task[t.name] = {"score": None, "unavailable": f"no data for {t.name} in the mirror {mirror}"}
             continue
+        if t.name in log.done:
+            per_task[t.name] = log.done[t.name]
+            continue
+        lm = lm or HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
         name = local.get(t.name, t.name)
         start = time.perf_counter()
         r = simple_evaluate(model=lm, tasks=[name], num_fewshot=t.shots, limit=limit,
@@ -281,6 +312,7 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
         }
         if t.name in FEWSHOT_NOTES and name in local.values():
             per_task[t.name]["fewshot_deviation"] = FEWSHOT_NOTES[t.name]
+        log.commit(t.name, per_task[t.name])
     avg, partial = v1_average({t.name: per_task[t.name]["score"] for t in wanted})
     deviating = sorted(k for k, v in per_task.items() if "fewshot_deviation" in v)
     from importlib.metadata import version
@@ -304,9 +336,8 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
             **(provenance or {}),
         },
     }
-    write_json(out_dir / "results.json", record)
+    log.finish(out_dir, record)
     return record
-
 
 
 def _data_description(mirror: str | None, deviating: list[str]) -> str:
@@ -325,16 +356,19 @@ def _evaluate_v2(model: Any, tokenizer: Any, out_dir: Path, limit: int | None, t
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from harness.artifacts import write_json
-
     wanted = selected_tasks(tasks, "v2")
     mirror = os.environ.get("SPPO_DATA_DIR")
+    log = _TaskLog(out_dir, {"version": "v2", "limit": limit, "batch_size": batch_size,
+                             "apply_chat_template": apply_chat_template, "seed": seed})
     per_task: dict[str, Any] = {}
     lm = None
     for t in wanted:
         if mirror:
             per_task[t.name] = {"score": None,
                                 "unavailable": f"no v2 data ({t.group}) in the mirror {mirror}"}
+            continue
+        if t.name in log.done:
+            per_task[t.name] = log.done[t.name]
             continue
         lm = lm or HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
         start = time.perf_counter()
@@ -346,6 +380,7 @@ def _evaluate_v2(model: Any, tokenizer: Any, out_dir: Path, limit: int | None, t
                             "n": sum(v["effective"] for v in r["n-samples"].values()),
                             "n_shot": r.get("n-shot", {}), "versions": r.get("versions", {}),
                             "seconds": round(time.perf_counter() - start, 2)}
+        log.commit(t.name, per_task[t.name])
     scores = [v["score"] for v in per_task.values() if v["score"] is not None]
     record = {
         "benchmark": NAME_V2, "version": "v2",
@@ -360,5 +395,5 @@ def _evaluate_v2(model: Any, tokenizer: Any, out_dir: Path, limit: int | None, t
                        "data_dir": mirror,
                        "n_examples": sum(v.get("n", 0) for v in per_task.values()), **(provenance or {})},
     }
-    write_json(out_dir / "results.json", record)
+    log.finish(out_dir, record)
     return record
