@@ -246,7 +246,7 @@ def v1_average(scores: dict[str, float | None]) -> tuple[float | None, bool]:
 
 class _TaskLog:
     """Per-task results committed to the partial file of ``results.json`` as they come in, and
-    those an interrupted call committed with the same ``settings``, reused."""
+    those an interrupted call committed with the same ``settings`` (model path included), reused."""
 
     def __init__(self, out_dir: Path, settings: dict[str, Any]) -> None:
         self.path, self.settings = partial_path(out_dir / "results.json"), settings
@@ -281,8 +281,9 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
     mirror = os.environ.get("SPPO_DATA_DIR")
     local = render_local_tasks(Path(mirror), out_dir / "tasks") if mirror else {}
     manager = TaskManager(include_path=str(out_dir / "tasks")) if local else TaskManager()
-    log = _TaskLog(out_dir, {"version": "v1", "limit": limit, "batch_size": batch_size,
-                             "apply_chat_template": apply_chat_template, "seed": seed, "data_dir": mirror})
+    log = _TaskLog(out_dir, {"version": "v1", "model": getattr(model, "name_or_path", None),
+                             "limit": limit, "batch_size": batch_size, "seed": seed,
+                             "apply_chat_template": apply_chat_template, "data_dir": mirror})
     lm = None
     per_task: dict[str, Any] = {}
     for t in wanted:
@@ -358,8 +359,9 @@ def _evaluate_v2(model: Any, tokenizer: Any, out_dir: Path, limit: int | None, t
 
     wanted = selected_tasks(tasks, "v2")
     mirror = os.environ.get("SPPO_DATA_DIR")
-    log = _TaskLog(out_dir, {"version": "v2", "limit": limit, "batch_size": batch_size,
-                             "apply_chat_template": apply_chat_template, "seed": seed})
+    log = _TaskLog(out_dir, {"version": "v2", "model": getattr(model, "name_or_path", None),
+                             "limit": limit, "batch_size": batch_size, "seed": seed,
+                             "apply_chat_template": apply_chat_template})
     per_task: dict[str, Any] = {}
     lm = None
     for t in wanted:
