@@ -94,12 +94,12 @@ def step_profile(model, tok, prompts: list[str], steps: int = 32) -> dict[str, A
                         for e in events[:8]]}
 
 
-def linear_shapes(model, dtype: str) -> dict[str, float]:
+def linear_shapes(model, dtype: str, k: int, batch: int) -> dict[str, float]:
     """GFLOP/s of the MLP up-projection's matmul at the row counts decoding gives it: 1 (batch 1),
     K (the naive loop), the run's batch, and K × the run's batch (all K samples in one pass)."""
     cfg = model.config
     return {str(m): round(thin_matmul_gflops(m, cfg.hidden_size, cfg.intermediate_size, dtype), 1)
-            for m in (1, 5, 48, 240)}
+            for m in (1, k, batch, k * batch)}
 
 
 def main() -> None:
@@ -143,7 +143,7 @@ def main() -> None:
         "naive": naive,
         "batch1_step_profile": step_profile(model, tok, [prompts[0].prompt]),
         "batched_step_profile": step_profile(model, tok, [p.prompt for p in prompts[: args.batch_size]]),
-        "linear_gflops_by_rows": linear_shapes(model, args.dtype),
+        "linear_gflops_by_rows": linear_shapes(model, args.dtype, len(SEEDS), args.batch_size),
         "threads": torch.get_num_threads(), "machine": machine(), "packages": package_versions(),
     }
     write_json(args.out, result)

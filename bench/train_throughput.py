@@ -80,20 +80,21 @@ def one(backend: str, prefs: Path, cfg: TrainingConfig, device: str) -> dict[str
 
 def step_profile(prefs: Path, cfg: TrainingConfig) -> dict[str, Any]:
     """Where one native optimizer step's time goes (torch.profiler, CPU): the first micro-batch of
-    the pool, forward under autocast, backward, RMSprop step; top operators by self time."""
+    the pool, forward under autocast, backward, optimizer step; top operators by self time."""
     from torch.profiler import ProfilerActivity, profile
 
     from harness.logprobs import sequence_logps
-    from trainers.data import collate, load_pairs
+    from trainers.data import autocast, collate, load_pairs
+    from trainers.native import _optimizer
 
     path = resolve_source(EMBEDDED)
     tok, model = load_tokenizer(path), load_model(path, "float32")
     pairs = load_pairs(prefs, tok, cfg.max_length, cfg.max_prompt_length)[: cfg.per_device_batch_size]
     batch = collate(pairs, tok.pad_token_id)
-    opt = torch.optim.RMSprop(model.parameters(), lr=cfg.learning_rate)
+    opt = _optimizer(list(model.parameters()), cfg)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=getattr(torch, cfg.dtype)):
+        with autocast(torch.device("cpu"), cfg.dtype):
             logps, _ = sequence_logps(model, batch)
         logps.float().sum().backward()
         opt.step()

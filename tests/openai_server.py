@@ -297,10 +297,11 @@ class FakeOpenAI:
         }
 
 
-def judge_config(directory: Path, url: str, model: str, max_tokens: int, price: tuple[float, float]) -> Path:
+def judge_config(directory: Path, url: str, model: str, max_tokens: int, price: tuple[float, float],
+                 concurrency: int = 4) -> Path:
     """A judge config YAML for a paid judge behind the fake server (no key needed)."""
     path = directory / f"fake-{model}.yaml"
     path.write_text(json.dumps({"model": model, "base_url": url, "api_key_env": None,
-                                "max_tokens": max_tokens, "concurrency": 4,
+                                "max_tokens": max_tokens, "concurrency": concurrency,
                                 "price": {"input_per_mtok": price[0], "output_per_mtok": price[1]}}))
     return path

@@ -240,17 +240,16 @@ RESUME_CASES = [
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, Path]:
-    env = pytest.MonkeyPatch()
-    env.setenv("SPPO_PLUGINS", "tiny_plugin")  # the tiny model as ranker
-    env.setenv("TINY_MODEL_DIR", str(tiny_model_dir))
     root = tmp_path_factory.mktemp("finished")
     cfg = root / "cfg.yaml"
     training = {**TINY["training"], "max_length": 256, "max_prompt_length": 192}
     cfg.write_text(yaml.safe_dump({**TINY, "model": {"source": str(tiny_model_dir)}, "ranker": "tiny-pmi",
                                    "training": training, "evaluation": {"benchmarks": []}}))
-    assert main(["run", "--base", str(cfg), "--iters", "1", "--out", str(root / "run"),
-                 "--no-progress"]) == 0
-    env.undo()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SPPO_PLUGINS", "tiny_plugin")  # the tiny model as ranker
+        env.setenv("TINY_MODEL_DIR", str(tiny_model_dir))
+        assert main(["run", "--base", str(cfg), "--iters", "1", "--out", str(root / "run"),
+                     "--no-progress"]) == 0
     return cfg, root / "run"
 
 

@@ -198,5 +198,5 @@ def test_committed_tasks_are_reused_only_under_the_same_settings(tmp_path: Path)
         f.write('{"task": "mmlu", "sett')  # killed mid-append
     assert open_llm._TaskLog(tmp_path, dict(settings)).done == {"arc_challenge": {"score": 25.0, "n": 3}}
     assert open_llm._TaskLog(tmp_path, {**settings, "limit": 4}).done == {}  # other settings: rerun
-    log.finish(tmp_path, {"metrics": {}})
+    log.finish({"metrics": {}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]

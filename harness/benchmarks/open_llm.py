@@ -249,7 +249,8 @@ class _TaskLog:
     those an interrupted call committed with the same ``settings`` (model path included), reused."""
 
     def __init__(self, out_dir: Path, settings: dict[str, Any]) -> None:
-        self.path, self.settings = partial_path(out_dir / "results.json"), settings
+        self.results, self.settings = out_dir / "results.json", settings
+        self.path = partial_path(self.results)
         self.done = {r["task"]: r["result"] for r in read_partial_jsonl(self.path)
                      if r.get("settings") == settings}
         if self.done:
@@ -260,8 +261,8 @@ class _TaskLog:
         append_jsonl(self.path, [{"task": task, "settings": self.settings, "result": result}])
         crash_point("open_llm/task")
 
-    def finish(self, out_dir: Path, record: dict[str, Any]) -> None:
-        write_json(out_dir / "results.json", record)
+    def finish(self, record: dict[str, Any]) -> None:
+        write_json(self.results, record)
         self.path.unlink(missing_ok=True)
 
 
@@ -337,7 +338,7 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
             **(provenance or {}),
         },
     }
-    log.finish(out_dir, record)
+    log.finish(record)
     return record
 
 
@@ -397,5 +398,5 @@ def _evaluate_v2(model: Any, tokenizer: Any, out_dir: Path, limit: int | None, t
                        "data_dir": mirror,
                        "n_examples": sum(v.get("n", 0) for v in per_task.values()), **(provenance or {})},
     }
-    log.finish(out_dir, record)
+    log.finish(record)
     return record
