@@ -74,11 +74,12 @@ def official(work: Path, prompts: int, seed: int) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
     from harness.config import load_config
-    from harness.generate import Sampling, TransformersGenerator, chat_prompt
+    from harness.generate import Sampling, chat_prompt
     from harness.models import load_model, load_tokenizer, resolve_source
     from harness.probabilities import preference_row
     from harness.prompts import iteration_prompts
     from harness.rank.embedded import YesNoJudgeRanker
+    from harness.under_test.hf import TransformersModel
 
     cfg = load_config(str(harness_config(work, prompts)), profile="smoke")
     path = resolve_source(cfg.model.source)
@@ -87,8 +88,8 @@ def official(work: Path, prompts: int, seed: int) -> dict[str, Any]:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     model = load_model(path, cfg.sampling.dtype)
-    gen = TransformersGenerator(model, tok, cfg.sampling.batch_size, progress=False)
-    per_seed = [gen.generate(chosen, Sampling((s,), cfg.sampling.temperature, cfg.sampling.top_p,
+    gen = TransformersModel(model, tok, batch_size=cfg.sampling.batch_size, progress=False)
+    per_seed = [gen.sample(chosen, Sampling((s,), cfg.sampling.temperature, cfg.sampling.top_p,
                                               cfg.sampling.max_new_tokens))
                 for s in cfg.sampling.seeds]  # K passes over all prompts, one seed each
     responses = [[g[i].responses[0] for g in per_seed] for i in range(len(chosen))]

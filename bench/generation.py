@@ -2,7 +2,7 @@
 
 Four ways to draw K = 5 samples per prompt from the embedded model, same prompts, same lengths:
 
-- ``harness_batch1``: the harness's ``TransformersGenerator`` one prompt at a time;
+- ``harness_batch1``: the harness's ``TransformersModel.sample`` one prompt at a time;
 - ``harness_batched``: the same at the run's batch (the smoke profile's 48 prompts per batch). It
   makes K seeded passes over each batch, which is the official recipe's shape (K seeded passes
   over all prompts), so the official shape is not a separate path here;
@@ -29,19 +29,20 @@ import torch
 
 from bench.hardware import matmul_gflops, read_bandwidth_gbs, thin_matmul_gflops
 from harness.artifacts import write_json
-from harness.generate import Sampling, TransformersGenerator, chat_prompt, eos_token_ids
+from harness.generate import Sampling, chat_prompt, eos_token_ids
 from harness.models import load_model, load_tokenizer, resolve_source
 from harness.prompts import load_source
 from harness.provenance import machine, package_versions
+from harness.under_test.hf import TransformersModel
 
 EMBEDDED = "embedded:smollm2-135m"
 SEEDS = (0, 50, 100, 150, 200)
 
 
 def harness_path(model, tok, prompts, sampling: Sampling, batch: int) -> dict[str, Any]:
-    gen = TransformersGenerator(model, tok, batch_size=batch, progress=False)
+    gen = TransformersModel(model, tok, batch_size=batch, progress=False)
     start = time.perf_counter()
-    outs = gen.generate(prompts, sampling)
+    outs = gen.sample(prompts, sampling)
     seconds = time.perf_counter() - start
     tokens = sum(sum(g.num_tokens) for g in outs)
     return {"batch_size": batch, "prompts": len(prompts), "samples": len(prompts) * len(sampling.seeds),
@@ -50,7 +51,7 @@ def harness_path(model, tok, prompts, sampling: Sampling, batch: int) -> dict[st
 
 @torch.inference_mode()
 def naive_path(model, tok, prompts, sampling: Sampling) -> dict[str, Any]:
-    eos = eos_token_ids(model, tok)
+    eos = eos_token_ids(model.generation_config, tok)
     tokens = 0
     start = time.perf_counter()
     for i, p in enumerate(prompts):

@@ -179,9 +179,36 @@ def end_to_end_section(e: dict[str, Any], targets: list[list[str]]) -> list[str]
     return lines
 
 
+def backends_section(b: dict[str, Any]) -> list[str]:
+    t, v = b["transformers"], b["vllm"]
+    ratio = v["sampling"]["tokens_per_s"] / t["sampling"]["tokens_per_s"]
+    return [
+        "## 5. Backends of the model under test: transformers vs vLLM",
+        "",
+        f"`python -m bench.backends` (in the vLLM environment), {b['model']} on {b['device']}, {b['dtype']}, "
+        f"the same {b['prompts']} prompts: SPPO sampling (K = {b['k']} seeded samples per prompt, T 0.7, "
+        f"top-p 0.9) and benchmark answering (one chat per prompt, T 0.7), at most {b['max_new_tokens']} "
+        "new tokens. Each backend in its own process; peak memory is the RSS of its process tree "
+        "(vLLM's engine processes included), sampled every 0.2 s. vLLM: "
+        + ", ".join(f"{k} {v['provenance'][k]}" for k in ("vllm", "enforce_eager", "gpu_memory_utilization",
+                                                           "max_model_len")) + ".",
+        "",
+        *_table(["backend", "load", "sampling tokens/s", "answering tokens/s", "new tokens (sampling)",
+                 "peak memory"], [
+            [name, f"{r['load_seconds']} s", f"**{r['sampling']['tokens_per_s']}**",
+             f"**{r['answering']['tokens_per_s']}**", r["sampling"]["new_tokens"], f"{r['peak_rss_gib']} GiB"]
+            for name, r in (("transformers", t), ("vllm", v))]),
+        "",
+        f"vLLM samples at {ratio:.2f}× the transformers backend's rate here. vLLM's CPU build is not what "
+        "it is made for: on a GPU node run `bench/gpu_check.sh`, whose figures go beside these.",
+        "",
+    ]
+
+
 def write_report(results: Path = RESULTS, out: Path = REPORT, analysis: Path = HERE / "ANALYSIS.md") -> Path:
     gen, rank = _load(results, "generation"), _load(results, "rank_throughput")
     train, e2e = _load(results, "train_throughput"), _load(results, "end_to_end")
+    backends = _load(results, "backends")
     any_run = gen or rank or train or e2e
     targets: list[list[str]] = []
     lines = ["# Benchmark report", "",
@@ -193,7 +220,7 @@ def write_report(results: Path = RESULTS, out: Path = REPORT, analysis: Path = H
                   + ", ".join(f"{k} {v}" for k, v in sorted(p.items())) + ".", ""]
     for data, section in ((gen, lambda d: generation_section(d, targets)), (rank, ranking_section),
                           (train, lambda d: training_section(d, targets)),
-                          (e2e, lambda d: end_to_end_section(d, targets))):
+                          (e2e, lambda d: end_to_end_section(d, targets)), (backends, backends_section)):
         if data is not None:
             lines += section(data)
     lines += ["## Targets", "", *_table(["target", "measured", ""], targets), ""]

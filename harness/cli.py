@@ -6,9 +6,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError, HarnessError
 from harness.plugins import load_plugins
+
+if TYPE_CHECKING:
+    from harness.config import VLLMConfig
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -53,9 +57,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None,
                    help="benchmarks on their first N instructions only (smoke runs; marked as such "
                         "in provenance)")
-    p.add_argument("--generator", default="auto", choices=["auto", "transformers", "vllm"],
-                   help="generation backend; auto = vllm when installed with a GPU, else "
-                        "transformers")
+    _add_generator_flags(p)
     p.add_argument("--seed", type=int, default=0,
                    help="added to every sampling seed; also seeds the training data order")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
@@ -63,6 +65,30 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="local mirror of benchmark and prompt files (env SPPO_DATA_DIR); without "
                         "it files are fetched from their official sources and checked by sha256")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_generator_flags(p: argparse.ArgumentParser) -> None:
+    """--generator, and one flag per vLLM engine setting (vLLM's own flag names), from the config."""
+    from harness.config import VLLMConfig
+
+    p.add_argument("--generator", default="auto", choices=["auto", "transformers", "vllm"],
+                   help="backend of the model under test; auto = vllm when installed with a GPU, "
+                        "else transformers")
+    for name, field in VLLMConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        # (%(default).0s prints nothing: the default shown is the config's, not argparse's None)
+        help_ = f"vLLM: {field.description} (config key vllm.{name}, default {field.default})%(default).0s"
+        if field.annotation is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            kind = float if "float" in str(field.annotation) else int
+            p.add_argument(flag, type=kind, default=None, metavar="N", help=help_)
+
+
+def _vllm_overrides(args: argparse.Namespace) -> dict:
+    from harness.config import VLLMConfig
+
+    return {k: getattr(args, k) for k in VLLMConfig.model_fields if getattr(args, k) is not None}
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -121,6 +147,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    _add_generator_flags(p)
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model's own code from the hub (off unless asked)")
     p.add_argument("--data-dir", type=Path, default=None,
@@ -306,6 +333,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["training"] = {"loss": args.loss}
     if args.limit is not None:
         overrides["evaluation"] = {"alpaca_eval": {"limit": args.limit}}
+    if _vllm_overrides(args):
+        overrides["vllm"] = _vllm_overrides(args)
     config = load_config(args.base, args.profile, overrides)
     suffix = "" if args.profile == "full" else f"-{args.profile}"
     out = args.out or Path("runs") / f"{config.name}-sppo{suffix}"
@@ -356,9 +385,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("give --model (or --from-annotations / --from-judgments)")
     import torch
 
-    from harness.generate import Sampling, TransformersGenerator, VLLMGenerator, vllm_available
-    from harness.models import load_model, load_tokenizer, resolve_source
+    from harness.config import VLLMConfig
+    from harness.generate import Sampling
+    from harness.models import resolve_source
     from harness.prompts import Prompt
+    from harness.under_test import choose_backend, open_model
 
     if args.benchmark == "open_llm":
         from harness.benchmarks import open_llm
@@ -374,35 +405,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     path = resolve_source(args.model)
     out = args.out or Path("evals") / name / args.benchmark
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.benchmark == "open_llm":
-        model = load_model(path, args.dtype, device, args.trust_remote_code)
-        result = open_llm.evaluate(
-            model, load_tokenizer(path, args.trust_remote_code), out, limit=args.limit,
-            tasks=args.tasks, batch_size=args.batch_size, device=device, version=args.version or "v1",
-            apply_chat_template=args.chat_template, seed=args.seed,
-            provenance={"model": path, "dtype": args.dtype})
-        _print_metrics({k: v for k, v in result["metrics"].items() if k != "tasks"}, args.json)
-        print(f"results: {out / 'results.json'}", file=sys.stderr)
-        return 0
+    choose_backend(args.generator)  # a missing vLLM is named before any work
+    vllm = VLLMConfig(**_vllm_overrides(args))
     if args.benchmark in ("mt_bench", "arena_hard"):
-        return _judged_chat_benchmark(args, path, name, out, device)
-    sampling = Sampling((args.seed,), args.temperature, args.top_p, args.max_new_tokens or 2048)
-
-    def answer(instructions: list[str]) -> list[str]:
-        tok = load_tokenizer(path, args.trust_remote_code)
-        if vllm_available():
-            gen = VLLMGenerator(path, tok, args.dtype)
+        return _judged_chat_benchmark(args, path, name, out, device, vllm)
+    model = open_model(path, args.generator, dtype=args.dtype, device=device, batch_size=args.batch_size,
+                       trust_remote_code=args.trust_remote_code, vllm=vllm, seed=args.seed,
+                       progress=not args.no_progress)
+    try:
+        if args.benchmark == "open_llm":
+            result = open_llm.evaluate(
+                model, out, limit=args.limit, tasks=args.tasks, batch_size=args.batch_size,
+                version=args.version or "v1", apply_chat_template=args.chat_template, seed=args.seed,
+                provenance={"model": path, "dtype": args.dtype, "generator": model.provenance()})
+            _print_metrics({k: v for k, v in result["metrics"].items() if k != "tasks"}, args.json)
         else:
-            model = load_model(path, args.dtype, device, args.trust_remote_code)
-            gen = TransformersGenerator(model, tok, args.batch_size, not args.no_progress)
-        prompts = [Prompt(f"alpaca_eval-{i:03d}", x) for i, x in enumerate(instructions)]
-        return [g.responses[0] for g in gen.generate(prompts, sampling)]
+            sampling = Sampling((args.seed,), args.temperature, args.top_p, args.max_new_tokens or 2048)
 
-    result = alpaca_eval.evaluate(name, path, answer, sampling.as_dict(), out,
-                                  annotator=args.annotator, limit=args.limit,
-                                  judge=args.judge or "embedded:smollm2-135m",
-                                  dtype=args.dtype)
-    _print_metrics(result["metrics"], args.json)
+            def answer(instructions: list[str]) -> list[str]:
+                prompts = [Prompt(f"alpaca_eval-{i:03d}", x) for i, x in enumerate(instructions)]
+                return [g.responses[0] for g in model.sample(prompts, sampling)]
+
+            result = alpaca_eval.evaluate(name, path, answer, sampling.as_dict(model.seed_rule), out,
+                                          annotator=args.annotator, limit=args.limit,
+                                          judge=args.judge or "embedded:smollm2-135m", dtype=args.dtype,
+                                          provenance={"generator": model.provenance()})
+            _print_metrics(result["metrics"], args.json)
+    finally:
+        model.close()
     print(f"results: {out / 'results.json'}", file=sys.stderr)
     return 0
 
@@ -467,28 +497,41 @@ def _arena_hard_from_judgments(args: argparse.Namespace) -> int:
     return 0
 
 
-def _judged_chat_benchmark(args: argparse.Namespace, path: str, name: str, out: Path, device: str) -> int:
-    """MT-Bench or Arena-Hard: the model answers chats, a judge grades them."""
+def _judged_chat_benchmark(args: argparse.Namespace, path: str, name: str, out: Path, device: str,
+                           vllm: VLLMConfig) -> int:
+    """MT-Bench or Arena-Hard: the model under test answers chats, a judge grades them."""
     from harness.benchmarks import arena_hard, mt_bench
     from harness.judges import check_judge, load_judge_config
-    from harness.judges.local import chat_function
+    from harness.under_test import open_model
 
     arena = args.benchmark == "arena_hard"
     judge = args.judge or (arena_hard.version(args.version or "v0.1").judge if arena
                            else mt_bench.OFFICIAL_JUDGE)
     # refuse a bad judge before loading the model (a dry run needs no key)
     (load_judge_config if args.dry_run else check_judge)(judge)
-    chat = chat_function(path, args.dtype, device, args.batch_size, not args.no_progress)
+    loaded: list = []  # loaded on the first chunk to answer (a dry run or a finished one loads none)
+
+    def chat(requests: list) -> dict[str, str]:
+        if not loaded:
+            loaded.append(open_model(path, args.generator, dtype=args.dtype, device=device,
+                                     batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
+                                     vllm=vllm, seed=args.seed, progress=not args.no_progress))
+        return {rid: j.text for rid, j in loaded[0].chat(requests).judgments.items()}
+
     common = {"judge": judge, "limit": args.limit, "yes": args.yes, "dry_run": args.dry_run,
               "device": device, "provenance": {"model": path, "dtype": args.dtype}}
-    if arena:
-        result = arena_hard.evaluate(name, chat, out, bench_version=args.version or "v0.1",
-                                     max_new_tokens=args.max_new_tokens or arena_hard.MAX_NEW_TOKENS,
-                                     style_control=args.style_control, **common)
-    else:
-        result = mt_bench.evaluate(name, chat, out,
-                                   max_new_tokens=args.max_new_tokens or mt_bench.MAX_NEW_TOKENS,
-                                   **common)
+    try:
+        if arena:
+            result = arena_hard.evaluate(name, chat, out, bench_version=args.version or "v0.1",
+                                         max_new_tokens=args.max_new_tokens or arena_hard.MAX_NEW_TOKENS,
+                                         style_control=args.style_control, **common)
+        else:
+            result = mt_bench.evaluate(name, chat, out,
+                                       max_new_tokens=args.max_new_tokens or mt_bench.MAX_NEW_TOKENS,
+                                       **common)
+    finally:
+        for model in loaded:
+            model.close()
     if not args.dry_run:
         metrics = dict(result["metrics"])
         categories = metrics.pop("categories", {})

@@ -51,6 +51,31 @@ class SamplingConfig(_Strict):
         return self
 
 
+class VLLMConfig(_Strict):
+    """The vLLM engine of the model under test (``--generator vllm``, or ``auto`` on a GPU)."""
+
+    tensor_parallel_size: int | None = Field(None, ge=1, description="GPUs one engine spans (default: "
+                                             "all visible GPUs / data_parallel_size)")
+    data_parallel_size: int = Field(1, ge=1, description="engines, each on its own GPU group; every "
+                                    "batch is split between them (the official recipe: one per GPU)")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of GPU memory for "
+                                          "weights and KV cache (CPU build: share of RAM for the KV cache)")
+    max_model_len: int | None = Field(None, ge=16, description="context length (default: the model's)")
+    enforce_eager: bool = Field(False, description="no CUDA graphs / torch.compile (the CPU build "
+                                "needs it for per-request seeds)")
+    enable_prefix_caching: bool = Field(False, description="reuse the KV cache of shared prefixes across "
+                                        "requests: faster, but a sample then depends on what the engine "
+                                        "served before, so a resumed run no longer repeats an "
+                                        "uninterrupted one")
+    engine_in_process: bool = Field(True, description="vLLM's engine core in the harness's process "
+                                    "(VLLM_ENABLE_V1_MULTIPROCESSING=0): a chunk's requests are all "
+                                    "queued before its first step, so batches, and samples, do not depend "
+                                    "on timing; false overlaps scheduling with execution (faster on "
+                                    "GPUs), but a resumed run then need not repeat an uninterrupted one")
+    chunk_size: int = Field(256, ge=1, description="prompts per engine call, committed together (a "
+                            "crash loses one chunk at most)")
+
+
 class TrainingConfig(_Strict):
     loss: Literal["sppo", "sppo_single", "sppo_hard", "sigmoid", "ipo"] = "sppo"
     optimizer: Literal["rmsprop", "adamw"] = "rmsprop"
@@ -156,6 +181,7 @@ class RunConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     prompts: PromptsConfig
     evaluation: EvaluationConfig = EvaluationConfig()
+    vllm: VLLMConfig = VLLMConfig()
     ranker: str = "pairrm"
     trainer: str = "native"
     profile: str = "full"

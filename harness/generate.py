@@ -1,33 +1,23 @@
-"""Generate stage: K seeded responses per prompt from the current policy.
+"""Sampling primitives shared by the backends of :mod:`harness.under_test`: decoding settings,
+the generation record, the chat prompt and where generation stops.
 
-Backends share one interface, :class:`Generator`: ``transformers`` (CPU/GPU, batched with left
-padding) and ``vllm`` (GPU, used when vLLM is installed and CUDA is present). Prompts are
-formatted with the tokenizer's own chat template (``add_generation_prompt=True``); generation
-stops at EOS.
+Prompts are formatted with the tokenizer's own chat template (``add_generation_prompt=True``);
+generation stops at EOS.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Protocol
 
 import torch
-from tqdm.auto import tqdm
-from transformers import (
-    LogitsProcessor,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    TopPLogitsWarper,
-    set_seed,
-)
+from transformers import GenerationConfig, LogitsProcessor, PreTrainedTokenizerBase, TopPLogitsWarper
 
 from harness.config import SamplingConfig
-from harness.prompts import Prompt
 
 # Seed of sample k in generation batch b: independent of every other batch, so a batch can be
 # regenerated alone and give the same text.
 SEED_STRIDE = 1_000_003
+TRANSFORMERS_SEED_RULE = f"seed_k + {SEED_STRIDE} * batch_index"
 
 
 @dataclass(frozen=True)
@@ -44,10 +34,11 @@ class Sampling:
     def from_config(cls, cfg: SamplingConfig) -> Sampling:
         return cls(tuple(cfg.seeds), cfg.temperature, cfg.top_p, cfg.max_new_tokens)
 
-    def as_dict(self) -> dict:
+    def as_dict(self, seed_rule: str = TRANSFORMERS_SEED_RULE) -> dict:
+        """The settings and the backend's ``seed_rule`` (how sample k of a prompt is seeded)."""
         d = asdict(self)
         d["seeds"] = list(self.seeds)
-        d["seed_rule"] = f"seed_k + {SEED_STRIDE} * batch_index"
+        d["seed_rule"] = seed_rule
         return d
 
 
@@ -58,14 +49,6 @@ class Generation:
     finished: list[bool]  # True when the response ended with EOS, False when cut at the limit
 
 
-class Generator(Protocol):
-    name: str
-
-    def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[Generation]:
-        """One :class:`Generation` per prompt, holding ``len(sampling.seeds)`` responses."""
-        ...
-
-
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
     """The prompt as the model sees it: its chat template with the assistant turn opened."""
     return tokenizer.apply_chat_template(
@@ -73,8 +56,9 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
     )
 
 
-def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    ids = model.generation_config.eos_token_id
+def eos_token_ids(generation_config: GenerationConfig, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Where generation stops: the generation config's EOS ids, and the tokenizer's."""
+    ids = generation_config.eos_token_id
     ids = [ids] if isinstance(ids, int) else list(ids or [])
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
@@ -109,126 +93,3 @@ class NucleusWarper(LogitsProcessor):
         n_keep = (mass_above < self.top_p).sum(-1, keepdim=True).clamp(min=1)
         threshold = top.gather(-1, n_keep - 1)
         return scores.masked_fill(scores < threshold, -float("inf"))
-
-
-class TransformersGenerator:
-    """``model.generate`` on batches of prompts sorted by length, left-padded."""
-
-    name = "transformers"
-
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        batch_size: int = 16,
-        progress: bool = True,
-    ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self.progress = progress
-
-    @torch.inference_mode()
-    def generate(self, prompts: list[Prompt], sampling: Sampling,
-                 done: dict[str, Generation] | None = None,
-                 on_batch: Callable[[list[tuple[Prompt, Generation]]], None] | None = None,
-                 ) -> list[Generation]:
-        """As :meth:`Generator.generate`; batches whose prompts are all in ``done`` (by prompt id,
-        from an interrupted run) are taken from it, and ``on_batch`` receives each new batch.
-        Batches and their seeds do not depend on ``done``, so a resumed run samples the same."""
-        tok = self.tokenizer
-        texts = [chat_prompt(tok, p.prompt) for p in prompts]
-        encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        eos = eos_token_ids(self.model, tok)
-        k = len(sampling.seeds)
-        out: list[Generation | None] = [None] * len(prompts)
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        bar = tqdm(total=len(batches) * k, desc="generate", unit="pass", disable=not self.progress)
-        self.model.eval()
-        for b, idx in enumerate(batches):
-            if done and all(prompts[i].prompt_id in done for i in idx):
-                for i in idx:
-                    out[i] = done[prompts[i].prompt_id]
-                bar.update(k)
-                continue
-            width = max(len(encoded[i]) for i in idx)
-            pad = tok.pad_token_id
-            ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx])
-            mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx])
-            ids, mask = ids.to(self.model.device), mask.to(self.model.device)
-            per_prompt: list[list[tuple[str, int, bool]]] = [[] for _ in idx]
-            for seed in sampling.seeds:
-                set_seed(seed + SEED_STRIDE * b)
-                seqs = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    do_sample=sampling.do_sample,
-                    # temperature and top_p are applied by NucleusWarper
-                    temperature=1.0,
-                    top_p=1.0,
-                    top_k=0,
-                    logits_processor=[NucleusWarper(sampling.temperature, sampling.top_p)],
-                    max_new_tokens=sampling.max_new_tokens,
-                    eos_token_id=eos,
-                    pad_token_id=pad,
-                )
-                for row, new in enumerate(seqs[:, width:].tolist()):
-                    n, finished = len(new), False
-                    for j, t in enumerate(new):
-                        if t in eos:
-                            n, finished = j, True
-                            break
-                    text = tok.decode(new[:n], skip_special_tokens=True).strip()
-                    per_prompt[row].append((text, n, finished))
-                bar.update(1)
-            for row, i in enumerate(idx):
-                texts_, ns, fin = zip(*per_prompt[row], strict=True)
-                out[i] = Generation(list(texts_), list(ns), list(fin))
-            if on_batch is not None:
-                on_batch([(prompts[i], out[i]) for i in idx])  # type: ignore[misc]
-        bar.close()
-        assert all(g is not None and len(g.responses) == k for g in out)
-        return out  # type: ignore[return-value]
-
-
-class VLLMGenerator:
-    """vLLM offline engine (GPU). One request per (prompt, seed), seeded per request."""
-
-    name = "vllm"
-
-    def __init__(self, model_path: str, tokenizer: PreTrainedTokenizerBase, dtype: str) -> None:
-        from vllm import LLM
-
-        self.tokenizer = tokenizer
-        self.llm = LLM(model=model_path, dtype=dtype, tensor_parallel_size=torch.cuda.device_count())
-
-    def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[Generation]:
-        from vllm import SamplingParams
-
-        texts = [chat_prompt(self.tokenizer, p.prompt) for p in prompts]
-        reqs, params = [], []
-        for t in texts:
-            for seed in sampling.seeds:
-                reqs.append(t)
-                params.append(SamplingParams(
-                    temperature=sampling.temperature, top_p=sampling.top_p, seed=seed,
-                    max_tokens=sampling.max_new_tokens,
-                ))
-        results = self.llm.generate(reqs, params)
-        k = len(sampling.seeds)
-        out = []
-        for i in range(len(prompts)):
-            outs = [r.outputs[0] for r in results[i * k : (i + 1) * k]]
-            out.append(Generation(
-                [o.text.strip() for o in outs],
-                [len(o.token_ids) for o in outs],
-                [o.finish_reason == "stop" for o in outs],
-            ))
-        return out
-
-
-def vllm_available() -> bool:
-    import importlib.util
-
-    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None

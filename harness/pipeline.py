@@ -29,19 +29,13 @@ from harness.artifacts import (
 from harness.config import RunConfig
 from harness.errors import ConfigError, DataError, RunStateError
 from harness.faults import crash_point
-from harness.generate import (
-    Generation,
-    Generator,
-    Sampling,
-    TransformersGenerator,
-    VLLMGenerator,
-    vllm_available,
-)
-from harness.models import load_model, load_tokenizer, resolve_source
+from harness.generate import Generation, Sampling
+from harness.models import load_tokenizer, resolve_source
 from harness.probabilities import check_preferences, preference_row
 from harness.prompts import Prompt, heldout_prompts, iteration_prompts
 from harness.rank import Ranker, check_ranker, get_ranker
 from harness.run_dir import RunDir
+from harness.under_test import ModelUnderTest, choose_backend, open_model
 from trainers import TrainRequest, get_trainer, launch
 
 log = logging.getLogger("harness")
@@ -84,7 +78,7 @@ class SPPORun:
         self.config = config
         self.opts = options
         self.dir = RunDir(options.out)
-        self._policy: tuple[str, Any, Any] | None = None  # (path, model, tokenizer)
+        self._model: ModelUnderTest | None = None  # the checkpoint under test, one at a time
         self._ranker: Ranker | None = None
         self.base_path = ""
 
@@ -126,26 +120,23 @@ class SPPORun:
     def policy_path(self, t: int) -> str:
         return self.base_path if t == 0 else str(self.dir.checkpoint(t))
 
-    # models -----------------------------------------------------------------------------
-    def _load_policy(self, path: str) -> tuple[Any, Any]:
-        if self._policy is None or self._policy[0] != path:
-            self._policy = None
-            trc = self.config.model.trust_remote_code
-            tok = load_tokenizer(path, trc)
-            model = load_model(path, self.config.sampling.dtype, self.opts.device, trc)
-            self._policy = (path, model, tok)
-        return self._policy[1], self._policy[2]
+    # the model under test ---------------------------------------------------------------
+    def _under_test(self, path: str) -> ModelUnderTest:
+        """The checkpoint at ``path``, loaded once: it serves every generation until another
+        checkpoint is needed or training starts."""
+        if self._model is None or self._model.path != path:
+            self._release()
+            self._model = open_model(
+                path, self.opts.generator, dtype=self.config.sampling.dtype, device=self.opts.device,
+                batch_size=self.config.sampling.batch_size,
+                trust_remote_code=self.config.model.trust_remote_code, vllm=self.config.vllm,
+                seed=self.opts.seed, progress=self.opts.progress)
+        return self._model
 
-    def _use_vllm(self) -> bool:
-        kind = self.opts.generator
-        return kind == "vllm" or (kind == "auto" and vllm_available())
-
-    def _generator(self, path: str) -> Generator:
-        if self._use_vllm():
-            tok = load_tokenizer(path, self.config.model.trust_remote_code)
-            return VLLMGenerator(path, tok, self.config.sampling.dtype)
-        model, tok = self._load_policy(path)
-        return TransformersGenerator(model, tok, self.config.sampling.batch_size, self.opts.progress)
+    def _release(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
 
     def _ranker_kwargs(self) -> dict[str, Any]:
         return {"device": self.opts.device, "dtype": self.config.sampling.dtype,
@@ -178,37 +169,34 @@ class SPPORun:
 
     def _generate(self, t: int, prompts: list[Prompt]) -> dict[str, Any]:
         path = self.policy_path(t - 1)
-        self._check_prompt_lengths(prompts, path)
         sampling = self._sampling()
         n = self._processes()
         resumed = 0
-        if n > 1 and not self._use_vllm():
-            self._policy = None
+        if n > 1 and choose_backend(self.opts.generator) == "transformers":
+            self._release()
             outs = sharded.generate(
                 path, prompts, sampling, dtype=self.config.sampling.dtype,
                 batch_size=self.config.sampling.batch_size,
                 trust_remote_code=self.config.model.trust_remote_code, device=self.opts.device,
                 work=self.dir.iter_dir(t), processes=n, config=self.opts.accelerate_config)
-            generator = {"backend": TransformersGenerator.name, "model": path, "processes": n}
-        else:  # one process (vLLM spreads over the GPUs itself)
-            gen = self._generator(path)
-            generator = {"backend": gen.name, "model": path}
-            if isinstance(gen, TransformersGenerator):
-                # batch by batch into a partial file: a crash loses one batch at most
-                partial = partial_path(self.dir.generations(t))
-                done = {r["prompt_id"]: Generation(r["responses"], r["num_tokens"], r["finished"])
-                        for r in read_partial_jsonl(partial)}
-                resumed = len(done)
+            generator = {"backend": "transformers", "model": path, "processes": n}
+            seed_rule = sampling.as_dict()["seed_rule"]
+        else:  # one model under test (vLLM spreads over its GPUs itself)
+            model = self._under_test(path)
+            generator, seed_rule = model.provenance(), model.seed_rule
+            # batch by batch into a partial file: a crash loses one batch at most
+            partial = partial_path(self.dir.generations(t))
+            done = {r["prompt_id"]: Generation(r["responses"], r["num_tokens"], r["finished"])
+                    for r in read_partial_jsonl(partial)}
+            resumed = len(done)
 
-                def commit(batch: list[tuple[Prompt, Generation]]) -> None:
-                    append_jsonl(partial, (self._generation_row(p, g, generator, sampling)
-                                           for p, g in batch))
-                    crash_point("generate/chunk")
+            def commit(batch: list[tuple[Prompt, Generation]]) -> None:
+                append_jsonl(partial, (self._generation_row(p, g, generator, sampling, seed_rule)
+                                       for p, g in batch))
+                crash_point("generate/chunk")
 
-                outs = gen.generate(prompts, sampling, done=done, on_batch=commit)
-            else:
-                outs = gen.generate(prompts, sampling)
-        write_jsonl(self.dir.generations(t), (self._generation_row(p, g, generator, sampling)
+            outs = model.sample(prompts, sampling, done=done, on_batch=commit)
+        write_jsonl(self.dir.generations(t), (self._generation_row(p, g, generator, sampling, seed_rule)
                                               for p, g in zip(prompts, outs, strict=True)))
         partial_path(self.dir.generations(t)).unlink(missing_ok=True)
         n_tok = sum(sum(g.num_tokens) for g in outs)
@@ -219,10 +207,10 @@ class SPPORun:
 
     @staticmethod
     def _generation_row(p: Prompt, g: Generation, generator: dict[str, Any],
-                        sampling: Sampling) -> dict[str, Any]:
+                        sampling: Sampling, seed_rule: str) -> dict[str, Any]:
         return {"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": g.responses,
                 "num_tokens": g.num_tokens, "finished": g.finished, "generator": generator,
-                "sampling": sampling.as_dict()}
+                "sampling": sampling.as_dict(seed_rule)}
 
     def _rank(self, t: int) -> dict[str, Any]:
         rows = read_jsonl(self.dir.generations(t))
@@ -284,7 +272,7 @@ class SPPORun:
         check_preferences(read_jsonl(self.dir.preferences(t)), read_jsonl(self.dir.generations(t)),
                           {r["prompt_id"]: r["scores"] for r in read_jsonl(self.dir.scores(t))},
                           str(self.dir.preferences(t)))
-        self._policy = None  # free the generation copy before training
+        self._release()  # free the model under test (and shut vLLM down) before training
         trainer = get_trainer(self.config.trainer)
         ckpt = self.dir.checkpoint(t)
         with atomic_dir(ckpt) as tmp:
@@ -322,12 +310,12 @@ class SPPORun:
         if path.exists():
             return read_jsonl(path)
         sampling = self._eval_sampling()
-        gen = self._generator(self.policy_path(t))
-        outs = gen.generate(prompts, sampling)
+        model = self._under_test(self.policy_path(t))
+        outs = model.sample(prompts, sampling)
         rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt, "response": g.responses[0],
                  "num_tokens": g.num_tokens[0], "finished": g.finished[0],
-                 "generator": {"backend": gen.name, "model": self.policy_path(t)},
-                 "sampling": sampling.as_dict()} for p, g in zip(prompts, outs, strict=True)]
+                 "generator": model.provenance(), "sampling": sampling.as_dict(model.seed_rule)}
+                for p, g in zip(prompts, outs, strict=True)]
         write_jsonl(path, rows)
         return rows
 
@@ -378,32 +366,36 @@ class SPPORun:
         cfg = self.config.evaluation.alpaca_eval
         sampling = self._benchmark_decoding(cfg.decoding)
         path = self.policy_path(t)
+        model = self._under_test(path)
 
         def answer(instructions: list[str]) -> list[str]:
             prompts = [Prompt(f"alpaca_eval-{i:03d}", x) for i, x in enumerate(instructions)]
-            return [g.responses[0] for g in self._generator(path).generate(prompts, sampling)]
+            return [g.responses[0] for g in model.sample(prompts, sampling)]
 
         name = f"{self.config.name}-sppo-iter{t}" if t else self.config.name
         out = self.dir.eval_dir(t, alpaca_eval.NAME)
         result = alpaca_eval.evaluate(
-            name, path, answer, sampling.as_dict(), out, annotator=cfg.annotator, limit=cfg.limit,
+            name, path, answer, sampling.as_dict(model.seed_rule), out, annotator=cfg.annotator,
+            limit=cfg.limit,
             dtype=self.config.sampling.dtype,
             provenance={"iteration": t, "profile": self.config.profile,
                         "base_config": self.config.name, "git_sha": self.dir.meta.get("git_sha"),
-                        "packages": self.dir.meta.get("packages")})
+                        "packages": self.dir.meta.get("packages"), "generator": model.provenance()})
         m = result["metrics"]
         return {k: m[k] for k in ("win_rate", "standard_error", "length_controlled_winrate")}
 
     def _judged_chat(self, t: int) -> tuple[str, Any, dict[str, Any]]:
         """What MT-Bench and Arena-Hard need: the model's name, its chat function, provenance."""
-        from harness.judges.local import chat_function
-
         name = f"{self.config.name}-sppo-iter{t}" if t else self.config.name
-        chat = chat_function(self.policy_path(t), self.config.sampling.dtype, self.opts.device,
-                             self.config.sampling.batch_size, self.opts.progress)
+        model = self._under_test(self.policy_path(t))
+
+        def chat(requests: list[Any]) -> dict[str, str]:
+            return {rid: j.text for rid, j in model.chat(requests).judgments.items()}
+
         provenance = {"model": self.policy_path(t), "iteration": t, "profile": self.config.profile,
                       "dtype": self.config.sampling.dtype, "base_config": self.config.name,
-                      "git_sha": self.dir.meta.get("git_sha"), "packages": self.dir.meta.get("packages")}
+                      "git_sha": self.dir.meta.get("git_sha"), "packages": self.dir.meta.get("packages"),
+                      "generator": model.provenance()}
         return name, chat, provenance
 
     def _mt_bench(self, t: int) -> dict[str, Any]:
@@ -435,15 +427,15 @@ class SPPORun:
         from harness.benchmarks import open_llm
 
         cfg = self.config.evaluation.open_llm
-        model, tok = self._load_policy(self.policy_path(t))  # handed to lm-eval as is
+        model = self._under_test(self.policy_path(t))  # handed to lm-eval as is
         name = open_llm.NAME if cfg.version == "v1" else open_llm.NAME_V2
         result = open_llm.evaluate(
-            model, tok, self.dir.eval_dir(t, name), limit=cfg.limit, tasks=cfg.tasks,
-            batch_size=cfg.batch_size, device=self.opts.device, version=cfg.version,
+            model, self.dir.eval_dir(t, name), limit=cfg.limit, tasks=cfg.tasks,
+            batch_size=cfg.batch_size, version=cfg.version,
             apply_chat_template=cfg.apply_chat_template, seed=self.opts.seed,
             provenance={"model": self.policy_path(t), "iteration": t, "profile": self.config.profile,
                         "dtype": self.config.sampling.dtype, "base_config": self.config.name,
-                        "git_sha": self.dir.meta.get("git_sha")})
+                        "git_sha": self.dir.meta.get("git_sha"), "generator": model.provenance()})
         m = result["metrics"]
         return {"average": m["average"], "average_is_partial": m["average_is_partial"]}
 
@@ -482,34 +474,50 @@ class SPPORun:
             check_judge(ev.arena_hard.judge or arena_hard.version(ev.arena_hard.version).judge)
         self._open()
         with self.dir.lock():
-            for p in self.dir.remove_stale_tmp():
-                _say(f"removed {p.relative_to(self.dir.root)}, left by an interrupted process")
-            self.base_path = resolve_source(self.config.model.source)
-            self.dir.meta["base_model_path"] = self.base_path
-            self.dir.save()
-            heldout = heldout_prompts(self.config)
-            benchmarks = self.config.evaluation.benchmarks
-            for name, fn in self._benchmark_stages(0):
-                self._stage("iter-0", name, fn)
-            n = self.opts.iters
-            for t in range(1, n + 1):
-                prompts = iteration_prompts(self.config, t)
-                tag = f"iter-{t}"
-                steps = [
-                    ("generate", lambda t=t, p=prompts: self._generate(t, p)),
-                    ("rank", lambda t=t: self._rank(t)),
-                    ("probabilities", lambda t=t: self._probabilities(t)),
-                    ("train", lambda t=t: self._train(t)),
-                ]
-                if evaluate.BENCHMARK in benchmarks:
-                    steps.append((f"eval/{evaluate.BENCHMARK}",
-                                  lambda t=t: self._evaluate(t, heldout)))
-                steps += self._benchmark_stages(t)
-                for name, fn in steps:
-                    self._stage(tag, name, fn)
-            table = report.write_leaderboard(self.dir)
+            try:
+                table = self._iterations()
+            finally:
+                self._release()  # an engine left running would hold its memory and processes
         print(table)
         return self.dir.root
+
+    def _iterations(self) -> str:
+        """Every stage of the base and of each iteration, then the run's leaderboard."""
+        for p in self.dir.remove_stale_tmp():
+            _say(f"removed {p.relative_to(self.dir.root)}, left by an interrupted process")
+        self.base_path = resolve_source(self.config.model.source)
+        self.dir.meta["base_model_path"] = self.base_path
+        self.dir.save()
+        heldout = heldout_prompts(self.config)
+        # every iteration's prompts read now: a bad source fails before any model is loaded
+        prompts_of = {t: iteration_prompts(self.config, t) for t in range(1, self.opts.iters + 1)}
+        for prompts in prompts_of.values():  # (checkpoints keep the base's tokenizer)
+            self._check_prompt_lengths(prompts, self.base_path)
+        benchmarks = self.config.evaluation.benchmarks
+        base_steps = self._benchmark_stages(0)
+        if evaluate.BENCHMARK in benchmarks:  # the base's held-out answers, while it is loaded
+            base_steps.insert(0, (f"eval/{evaluate.BENCHMARK}",
+                                  lambda: {"heldout": len(self._heldout_generations(0, heldout))}))
+        for name, fn in base_steps:
+            self._stage("iter-0", name, fn)
+        n = self.opts.iters
+        for t in range(1, n + 1):
+            prompts = prompts_of[t]
+            tag = f"iter-{t}"
+            steps = [
+                ("generate", lambda t=t, p=prompts: self._generate(t, p)),
+                ("rank", lambda t=t: self._rank(t)),
+                ("probabilities", lambda t=t: self._probabilities(t)),
+                ("train", lambda t=t: self._train(t)),
+            ]
+            if evaluate.BENCHMARK in benchmarks:
+                steps.append((f"eval/{evaluate.BENCHMARK}",
+                              lambda t=t: self._evaluate(t, heldout)))
+            steps += self._benchmark_stages(t)
+            for name, fn in steps:
+                self._stage(tag, name, fn)
+        self._release()
+        return report.write_leaderboard(self.dir)
 
     def _benchmark_stages(self, t: int) -> list[tuple[str, Any]]:
         """The external benchmarks' stages of iteration ``t`` (0: the base model), in run order."""

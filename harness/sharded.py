@@ -16,8 +16,7 @@ from typing import Any
 
 from harness import distributed
 from harness.artifacts import write_json
-from harness.generate import Generation, Sampling, TransformersGenerator
-from harness.models import load_model, load_tokenizer
+from harness.generate import Generation, Sampling
 from harness.plugins import load_plugins
 from harness.prompts import Prompt
 from harness.rank import get_ranker
@@ -56,13 +55,15 @@ def main(argv: list[str] | None = None) -> None:
     state = PartialState(cpu=spec["device"] == "cpu")
     device = str(state.device)
     if spec["kind"] == "generate":
-        tok = load_tokenizer(spec["model"], spec["trust_remote_code"])
-        model = load_model(spec["model"], spec["dtype"], device, spec["trust_remote_code"])
+        from harness.under_test.hf import TransformersModel
+
+        model = TransformersModel.load(spec["model"], dtype=spec["dtype"], device=device,
+                                       batch_size=spec["batch_size"],
+                                       trust_remote_code=spec["trust_remote_code"], progress=False)
         s = spec["sampling"]
         sampling = Sampling(**{**s, "seeds": tuple(s["seeds"])})
-        gen = TransformersGenerator(model, tok, spec["batch_size"], progress=False)
         mine = distributed.shard([Prompt(**p) for p in spec["prompts"]])
-        result: list[Any] = [asdict(g) for g in gen.generate(mine, sampling)]
+        result: list[Any] = [asdict(g) for g in model.sample(mine, sampling)]
     else:
         ranker = get_ranker(spec["ranker"], **{**spec["ranker_kwargs"], "device": device,
                                                "progress": False})

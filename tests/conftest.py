@@ -42,3 +42,20 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, chat_tokenizer_dir:
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def long_context_judge(tmp_path_factory: pytest.TempPathFactory, chat_tokenizer_dir: Path) -> Path:
+    """A tiny random chat model whose context holds AlpacaEval's judging prompts."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(chat_tokenizer_dir)
+    torch.manual_seed(7)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+        tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
+    out = tmp_path_factory.mktemp("judge")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -4,7 +4,6 @@ duplicated, nothing lost, no temporary or partial file left."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -15,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import model_events
 import pytest
 import yaml
 from openai_server import FakeOpenAI, judge_config
@@ -135,15 +135,9 @@ EVAL_POINTS = {
 }
 
 
-def _fake_verdict(messages: list[dict]) -> str:
-    """An MT-Bench rating and an Arena-Hard verdict in one reply, varied by the prompt."""
-    n = int(hashlib.sha256(messages[-1]["content"].encode()).hexdigest(), 16)
-    return f"Rating: [[{1 + n % 10}]]. My final verdict is [[{['A>B', 'B>A', 'A=B'][n % 3]}]]"
-
-
 @pytest.fixture(scope="module")
 def judge_server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(reply=_fake_verdict) as srv:
+    with FakeOpenAI(reply=model_events.fake_verdict) as srv:
         yield srv
 
 

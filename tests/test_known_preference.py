@@ -3,7 +3,7 @@
 The ranker is synthetic and its preference known: a response scores ``SCALE`` when it matches
 ``TARGET`` (it opens with the word "The") and 0 otherwise, so P(y ≻ y') = σ(s − s') under the
 harness's Bradley–Terry reading. Everything else is the project's own code:
-``TransformersGenerator`` (K = 5 seeded samples per prompt, bf16), ``preference_row``,
+``TransformersModel.sample`` (K = 5 seeded samples per prompt, bf16), ``preference_row``,
 ``get_trainer("native")`` with the ``sppo`` loss and reference = previous iterate, disjoint
 prompt slices per iteration from the embedded set, and ``harness.evaluate.win_rate`` on the
 held-out prompts (the embedded set's last 64, never trained on): one response of the base and one
@@ -26,10 +26,11 @@ import pytest
 from harness.artifacts import write_jsonl
 from harness.config import TrainingConfig
 from harness.evaluate import win_rate
-from harness.generate import Sampling, TransformersGenerator
+from harness.generate import Sampling
 from harness.models import load_model, load_tokenizer, resolve_source
 from harness.probabilities import preference_row
 from harness.prompts import Prompt, load_source
+from harness.under_test.hf import TransformersModel
 from trainers import TrainRequest, get_trainer
 
 pytestmark = pytest.mark.slow
@@ -68,9 +69,9 @@ class KeywordRanker:
 
 def sample(path: str, prompts: list[Prompt], seeds: tuple[int, ...]) -> list[list[str]]:
     model = load_model(path, "bfloat16")
-    gen = TransformersGenerator(model, load_tokenizer(path), batch_size=16, progress=False)
+    gen = TransformersModel(model, load_tokenizer(path), batch_size=16, progress=False)
     sampling = Sampling(seeds, temperature=0.7, top_p=0.9, max_new_tokens=MAX_NEW_TOKENS)
-    return [g.responses for g in gen.generate(prompts, sampling)]
+    return [g.responses for g in gen.sample(prompts, sampling)]
 
 
 def run_sppo(tmp_path: Path, ranker: KeywordRanker, training: dict, iterations: int,

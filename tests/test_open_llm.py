@@ -12,6 +12,7 @@ import pytest
 
 from harness.benchmarks import open_llm
 from harness.models import load_model, load_tokenizer
+from harness.under_test.hf import TransformersModel
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,8 @@ def test_harness_numbers_equal_lm_eval_called_directly(
     monkeypatch.setenv("SPPO_DATA_DIR", str(mirror))
     model, tok = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
     tasks = ["arc_challenge", "truthfulqa_mc2", "winogrande", "hellaswag"]
-    got = open_llm.evaluate(model, tok, tmp_path / "ol", limit=3, tasks=tasks, batch_size=4)
+    got = open_llm.evaluate(TransformersModel(model, tok, str(tiny_model_dir)), tmp_path / "ol", limit=3,
+                            tasks=tasks, batch_size=4)
     m = got["metrics"]
     assert m["tasks"]["hellaswag"]["score"] is None and "no data" in m["tasks"]["hellaswag"]["unavailable"]
     assert m["average_is_partial"] is True

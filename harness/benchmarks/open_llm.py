@@ -35,13 +35,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from harness.artifacts import append_jsonl, partial_path, read_partial_jsonl, write_json
 from harness.errors import ConfigError, DataError
 from harness.faults import crash_point
+
+if TYPE_CHECKING:
+    from harness.under_test import ModelUnderTest
 
 NAME = "open_llm"
 NAME_V2 = "open_llm_v2"  # its own benchmark in tables: v2 numbers never share a column with v1's
@@ -266,23 +269,23 @@ class _TaskLog:
         self.path.unlink(missing_ok=True)
 
 
-def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None,
-             tasks: list[str] | None = None, batch_size: int = 8, device: str = "cpu",
+def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | None = None,
+             tasks: list[str] | None = None, batch_size: int = 8,
              apply_chat_template: bool = False, seed: int = 0, version: str = "v1",
              provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the tasks of ``version`` on an in-memory model through lm-eval; write results.json."""
+    """Run the tasks of ``version`` through lm-eval on the loaded model under test (its
+    :meth:`~harness.under_test.ModelUnderTest.lm_eval`); write results.json."""
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     if version == "v2":
-        return _evaluate_v2(model, tokenizer, out_dir, limit, tasks, batch_size, device,
-                            apply_chat_template, seed, provenance)
+        return _evaluate_v2(model, out_dir, limit, tasks, batch_size, apply_chat_template, seed,
+                            provenance)
     wanted = selected_tasks(tasks)
     mirror = os.environ.get("SPPO_DATA_DIR")
     local = render_local_tasks(Path(mirror), out_dir / "tasks") if mirror else {}
     manager = TaskManager(include_path=str(out_dir / "tasks")) if local else TaskManager()
-    log = _TaskLog(out_dir, {"version": "v1", "model": getattr(model, "name_or_path", None),
+    log = _TaskLog(out_dir, {"version": "v1", "model": model.path,
                              "limit": limit, "batch_size": batch_size, "seed": seed,
                              "apply_chat_template": apply_chat_template, "data_dir": mirror})
     lm = None
@@ -294,7 +297,7 @@ def evaluate(model: Any, tokenizer: Any, out_dir: Path, limit: int | None = None
         if t.name in log.done:
             per_task[t.name] = log.done[t.name]
             continue
-        lm = lm or HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        lm = lm or model.lm_eval(batch_size)
         name = local.get(t.name, t.name)
         start = time.perf_counter()
         r = simple_evaluate(model=lm, tasks=[name], num_fewshot=t.shots, limit=limit,
@@ -350,17 +353,16 @@ def _data_description(mirror: str | None, deviating: list[str]) -> str:
                                          if deviating else "")
 
 
-def _evaluate_v2(model: Any, tokenizer: Any, out_dir: Path, limit: int | None, tasks: list[str] | None,
-                 batch_size: int, device: str, apply_chat_template: bool, seed: int,
+def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | None, tasks: list[str] | None,
+                 batch_size: int, apply_chat_template: bool, seed: int,
                  provenance: dict[str, Any] | None) -> dict[str, Any]:
     from importlib.metadata import version
 
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
 
     wanted = selected_tasks(tasks, "v2")
     mirror = os.environ.get("SPPO_DATA_DIR")
-    log = _TaskLog(out_dir, {"version": "v2", "model": getattr(model, "name_or_path", None),
+    log = _TaskLog(out_dir, {"version": "v2", "model": model.path,
                              "limit": limit, "batch_size": batch_size, "seed": seed,
                              "apply_chat_template": apply_chat_template})
     per_task: dict[str, Any] = {}
@@ -373,7 +375,7 @@ def _evaluate_v2(model: Any, tokenizer: Any, out_dir: Path, limit: int | None, t
         if t.name in log.done:
             per_task[t.name] = log.done[t.name]
             continue
-        lm = lm or HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        lm = lm or model.lm_eval(batch_size)
         start = time.perf_counter()
         r = simple_evaluate(model=lm, tasks=[t.group], limit=limit, apply_chat_template=apply_chat_template,
                             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,

@@ -1,0 +1,175 @@
+"""The transformers backend of the model under test: ``model.generate`` on left-padded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+
+from harness.generate import (
+    SEED_STRIDE,
+    TRANSFORMERS_SEED_RULE,
+    Generation,
+    NucleusWarper,
+    Sampling,
+    chat_prompt,
+    eos_token_ids,
+)
+from harness.judges.base import JudgeBatch, JudgeRequest, Judgment
+from harness.models import load_model, load_tokenizer
+from harness.prompts import Prompt
+
+
+def request_seed(request: JudgeRequest) -> int:
+    """The sampling seed of a chat request: from the request alone, not from where it is batched."""
+    return int(request.key("sampling")[:8], 16)
+
+
+class TransformersModel:
+    """A loaded ``PreTrainedModel``; batches are sorted by prompt length and left-padded."""
+
+    backend = "transformers"
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str = "",
+                 batch_size: int = 16, progress: bool = True) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.path = path or str(getattr(model, "name_or_path", ""))
+        self.batch_size = batch_size
+        self.progress = progress
+        self.eos = eos_token_ids(model.generation_config, tokenizer)
+
+    @classmethod
+    def load(cls, path: str, *, dtype: str, device: str, batch_size: int = 16,
+             trust_remote_code: bool = False, progress: bool = True) -> TransformersModel:
+        return cls(load_model(path, dtype, device, trust_remote_code),
+                   load_tokenizer(path, trust_remote_code), path, batch_size, progress)
+
+    seed_rule = TRANSFORMERS_SEED_RULE  # batches of batch_size prompts sorted by length
+
+    def provenance(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": self.path}
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _padded(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        width = max(map(len, seqs))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.model.device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.model.device)
+        return ids, mask, width
+
+    def _cut(self, new: list[int]) -> tuple[int, bool]:
+        """Tokens before the first EOS, and whether one was found."""
+        return next(((j, True) for j, t in enumerate(new) if t in self.eos), (len(new), False))
+
+    # SPPO sampling --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def sample(self, prompts: list[Prompt], sampling: Sampling,
+               done: dict[str, Generation] | None = None,
+               on_batch: Callable[[list[tuple[Prompt, Generation]]], None] | None = None,
+               ) -> list[Generation]:
+        tok = self.tokenizer
+        encoded = [tok(chat_prompt(tok, p.prompt), add_special_tokens=False)["input_ids"] for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        k = len(sampling.seeds)
+        out: list[Generation | None] = [None] * len(prompts)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        bar = tqdm(total=len(batches) * k, desc="generate", unit="pass", disable=not self.progress)
+        self.model.eval()
+        for b, idx in enumerate(batches):
+            if done and all(prompts[i].prompt_id in done for i in idx):
+                for i in idx:
+                    out[i] = done[prompts[i].prompt_id]
+                bar.update(k)
+                continue
+            ids, mask, width = self._padded([encoded[i] for i in idx])
+            per_prompt: list[list[tuple[str, int, bool]]] = [[] for _ in idx]
+            for seed in sampling.seeds:
+                set_seed(seed + SEED_STRIDE * b)
+                seqs = self.model.generate(
+                    input_ids=ids, attention_mask=mask, do_sample=sampling.do_sample,
+                    # temperature and top_p are applied by NucleusWarper
+                    temperature=1.0, top_p=1.0, top_k=0,
+                    logits_processor=[NucleusWarper(sampling.temperature, sampling.top_p)],
+                    max_new_tokens=sampling.max_new_tokens, eos_token_id=self.eos,
+                    pad_token_id=tok.pad_token_id)
+                for row, new in enumerate(seqs[:, width:].tolist()):
+                    n, finished = self._cut(new)
+                    per_prompt[row].append((tok.decode(new[:n], skip_special_tokens=True).strip(), n,
+                                            finished))
+                bar.update(1)
+            for row, i in enumerate(idx):
+                texts, ns, fin = zip(*per_prompt[row], strict=True)
+                out[i] = Generation(list(texts), list(ns), list(fin))
+            if on_batch is not None:
+                on_batch([(prompts[i], out[i]) for i in idx])  # type: ignore[misc]
+        bar.close()
+        assert all(g is not None and len(g.responses) == k for g in out)
+        return out  # type: ignore[return-value]
+
+    # chats ----------------------------------------------------------------------------------
+    def encode_chat(self, messages: list[dict] | tuple[dict, ...]) -> list[int]:
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=True, add_generation_prompt=True,
+                                                  return_dict=True)["input_ids"]
+
+    @torch.inference_mode()
+    def chat(self, requests: list[JudgeRequest], progress: bool | None = None,
+             on_judgment: Callable[[JudgeRequest, Judgment], None] | None = None,
+             encoded: dict[str, list[int]] | None = None, desc: str = "answer") -> JudgeBatch:
+        """``encoded`` (request id -> prompt ids) spares a caller that already checked lengths."""
+        tok, out = self.tokenizer, JudgeBatch()
+        encoded = encoded or {r.id: self.encode_chat(r.messages) for r in requests}
+        groups: dict[object, list[JudgeRequest]] = {}
+        for r in sorted(requests, key=lambda r: len(encoded[r.id])):
+            groups.setdefault(r.decoding, []).append(r)
+        batches = [g[i : i + self.batch_size] for g in groups.values()
+                   for i in range(0, len(g), self.batch_size)]
+        self.model.eval()
+        for batch in tqdm(batches, desc=desc, disable=not (self.progress if progress is None else progress)):
+            d = batch[0].decoding
+            ids, mask, width = self._padded([encoded[r.id] for r in batch])
+            if d.temperature > 0:
+                set_seed(request_seed(batch[0]))
+            # Only do_sample and temperature are set: the model's own top_k/top_p stay in force,
+            # as FastChat's answer generation leaves them.
+            kwargs: dict[str, Any] = {"do_sample": d.temperature > 0}
+            if d.temperature > 0:
+                kwargs["temperature"] = d.temperature
+            gen = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=d.max_tokens, eos_token_id=self.eos,
+                pad_token_id=tok.pad_token_id, output_logits=d.logprobs, return_dict_in_generate=True,
+                **kwargs)
+            new = gen.sequences[:, width:].tolist()
+            for row, r in enumerate(batch):
+                n, _ = self._cut(new[row])
+                top = None
+                if d.logprobs:
+                    k = max(d.top_logprobs, 1)
+                    top = []
+                    for step in range(n):
+                        lp = gen.logits[step][row].float().log_softmax(-1)
+                        made = new[row][step]
+                        v, i = lp.topk(k)
+                        top.append([(tok.decode([made]), float(lp[made]))] + [
+                            (tok.decode([t]), float(x)) for t, x in zip(i.tolist(), v.tolist(), strict=True)
+                            if t != made])
+                judgment = Judgment(tok.decode(new[row][:n], skip_special_tokens=True).strip(), top,
+                                    len(encoded[r.id]), n)
+                out.judgments[r.id] = judgment
+                if on_judgment:
+                    on_judgment(r, judgment)
+        return out
+
+    # lm-eval ---------------------------------------------------------------------------------
+    def lm_eval(self, batch_size: int) -> Any:
+        from lm_eval.models.huggingface import HFLM
+
+        return HFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=batch_size,
+                    device=str(self.model.device))

@@ -1,0 +1,91 @@
+"""One model under test per checkpoint (the transformers backend; tests/test_vllm.py does vLLM).
+
+A whole run on the tiny model through every benchmark builds exactly one model under test for
+the base and for each iteration's checkpoint, and closes it before training; ``harness eval``
+builds exactly one. Judges (the embedded local judge, a fake OpenAI endpoint) are other models
+and are counted apart.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import model_events
+import pytest
+import yaml
+from openai_server import FakeOpenAI, judge_config
+
+from harness.cli import main
+from harness.under_test.hf import TransformersModel
+
+BENCHMARKS = ["win_rate_vs_base", "alpaca_eval", "mt_bench", "arena_hard", "open_llm"]
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    return model_events.record(monkeypatch, TransformersModel)
+
+
+@pytest.fixture
+def judge(tmp_path: Path) -> Any:
+    with FakeOpenAI(reply=model_events.fake_verdict) as srv:
+        yield judge_config(tmp_path, srv.url, "gpt-4", 64, (1, 1))
+
+
+def test_a_run_builds_one_model_per_checkpoint(tiny_model_dir: Path, tmp_path: Path, judge: Path,
+                                               events: list[tuple[str, str]]) -> None:
+    cfg = {
+        "name": "tiny",
+        "model": {"source": str(tiny_model_dir)},
+        "sampling": {"k": 3, "seeds": [0, 50, 100], "max_new_tokens": 4, "batch_size": 4,
+                     "dtype": "float32"},
+        "training": {"learning_rate": 1e-3, "global_batch_size": 4, "per_device_batch_size": 2,
+                     "max_length": 256, "max_prompt_length": 192, "dtype": "float32"},
+        "prompts": {"iterations": ["embedded", "embedded"], "per_iteration": 4, "heldout_size": 2},
+        "ranker": "smollm-judge",
+        "evaluation": {"benchmarks": BENCHMARKS,
+                       "alpaca_eval": {"annotator": "local", "limit": 1},
+                       "mt_bench": {"judge": str(judge), "limit": 1, "max_new_tokens": 4},
+                       "arena_hard": {"judge": str(judge), "limit": 1, "max_new_tokens": 4},
+                       "open_llm": {"limit": 1, "tasks": ["arc_challenge"], "batch_size": 2}},
+    }
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["run", "--base", str(config), "--iters", "2", "--out", str(out), "--no-progress",
+                 "--generator", "transformers", "--yes"]) == 0
+    checkpoints = [str(tiny_model_dir), *(str(out / f"iter-{t}" / "checkpoint") for t in (1, 2))]
+    for t in range(3):  # every benchmark ran on every checkpoint
+        for bench in BENCHMARKS[1:]:
+            assert (out / f"iter-{t}" / "eval" / bench / "results.json").is_file(), (t, bench)
+    model_events.assert_one_per_checkpoint(events, checkpoints)
+    judges = {p for kind, p in events if kind == "open"} - set(checkpoints)  # the local AlpacaEval judge
+    assert all(sum(e == ("open", p) for e in events) == 1 for p in judges), events
+
+
+@pytest.mark.parametrize("bench", ["open_llm", "mt_bench", "alpaca_eval"])
+def test_eval_builds_one_model(bench: str, tiny_model_dir: Path, long_context_judge: Path,
+                               tmp_path: Path, judge: Path, events: list[tuple[str, str]]) -> None:
+    model = str(long_context_judge) if bench == "alpaca_eval" else str(tiny_model_dir)
+    args = {"open_llm": ["--tasks", "arc_challenge", "winogrande", "--limit", "1"],
+            "mt_bench": ["--judge", str(judge), "--limit", "1", "--max-new-tokens", "4", "--yes"],
+            "alpaca_eval": ["--annotator", "local", "--judge", model, "--limit", "2",
+                            "--max-new-tokens", "4"]}[bench]
+    assert main(["eval", bench, "--model", model, "--out", str(tmp_path / "out"), "--no-progress",
+                 "--generator", "transformers", "--dtype", "float32", "--batch-size", "2", *args]) == 0
+    opened = Counter(p for kind, p in events if kind == "open")
+    # alpaca_eval's local judge is the same checkpoint here, loaded once as the judge
+    assert opened[model] == (2 if bench == "alpaca_eval" else 1), events
+    assert ("close", model) in events
+
+
+def test_vllm_without_vllm_is_named(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    if importlib.util.find_spec("vllm"):
+        pytest.skip("vLLM is installed here")
+    assert main(["eval", "open_llm", "--model", str(tiny_model_dir), "--generator", "vllm",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "vLLM is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
