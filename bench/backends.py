@@ -30,7 +30,7 @@ from harness.provenance import machine, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backends.json"
 SEEDS = (0, 50, 100, 150, 200)
-CPU_ENGINE = {"gpu_memory_utilization": 0.2, "enforce_eager": True, "max_model_len": 2048}
+CPU_ENGINE = {"kv_cache_gib": 2, "enforce_eager": True, "max_model_len": 2048}
 
 
 def measure(backend: str, model: str, prompts: int, max_new_tokens: int, device: str) -> dict[str, Any]:

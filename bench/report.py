@@ -190,8 +190,8 @@ def backends_section(b: dict[str, Any]) -> list[str]:
         f"top-p 0.9) and benchmark answering (one chat per prompt, T 0.7), at most {b['max_new_tokens']} "
         "new tokens. Each backend in its own process; peak memory is the RSS of its process tree "
         "(vLLM's engine processes included), sampled every 0.2 s. vLLM: "
-        + ", ".join(f"{k} {v['provenance'][k]}" for k in ("vllm", "enforce_eager", "gpu_memory_utilization",
-                                                           "max_model_len")) + ".",
+        + ", ".join(f"{k} {v['provenance'][k]}" for k in ("vllm", "enforce_eager", "kv_cache_gib",
+                                                           "engine_in_process", "max_model_len")) + ".",
         "",
         *_table(["backend", "load", "sampling tokens/s", "answering tokens/s", "new tokens (sampling)",
                  "peak memory"], [

