@@ -69,6 +69,9 @@ def test_a_run_builds_one_model_per_checkpoint(tiny_model_dir: Path, tmp_path: P
 @pytest.mark.parametrize("bench", ["open_llm", "mt_bench", "alpaca_eval"])
 def test_eval_builds_one_model(bench: str, tiny_model_dir: Path, long_context_judge: Path,
                                tmp_path: Path, judge: Path, events: list[tuple[str, str]]) -> None:
+    from harness.judges.local import get_local_judge
+
+    get_local_judge.cache_clear()  # (an earlier test may have loaded the same judge)
     model = str(long_context_judge) if bench == "alpaca_eval" else str(tiny_model_dir)
     args = {"open_llm": ["--tasks", "arc_challenge", "winogrande", "--limit", "1"],
             "mt_bench": ["--judge", str(judge), "--limit", "1", "--max-new-tokens", "4", "--yes"],
