@@ -384,8 +384,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if not args.model:
         raise ConfigError("give --model (or --from-annotations / --from-judgments)")
     import torch
+    from pydantic import ValidationError
 
-    from harness.config import VLLMConfig
+    from harness.config import VLLMConfig, format_validation_error
     from harness.generate import Sampling
     from harness.models import resolve_source
     from harness.prompts import Prompt
@@ -406,7 +407,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     out = args.out or Path("evals") / name / args.benchmark
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     choose_backend(args.generator)  # a missing vLLM is named before any work
-    vllm = VLLMConfig(**_vllm_overrides(args))
+    try:
+        vllm = VLLMConfig(**_vllm_overrides(args))
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "vllm flags")) from None
     if args.benchmark in ("mt_bench", "arena_hard"):
         return _judged_chat_benchmark(args, path, name, out, device, vllm)
     model = open_model(path, args.generator, dtype=args.dtype, device=device, batch_size=args.batch_size,
