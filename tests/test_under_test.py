@@ -8,7 +8,6 @@ and are counted apart.
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -85,9 +84,11 @@ def test_eval_builds_one_model(bench: str, tiny_model_dir: Path, long_context_ju
     assert ("close", model) in events
 
 
-def test_vllm_without_vllm_is_named(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
-    if importlib.util.find_spec("vllm"):
-        pytest.skip("vLLM is installed here")
+def test_vllm_without_vllm_is_named(tiny_model_dir: Path, tmp_path: Path, capsys,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.under_test as under_test
+
+    monkeypatch.setattr(under_test, "vllm_installed", lambda: False)  # as where vLLM is absent
     assert main(["eval", "open_llm", "--model", str(tiny_model_dir), "--generator", "vllm",
                  "--out", str(tmp_path / "o")]) == 2
     assert "vLLM is not installed" in capsys.readouterr().err
