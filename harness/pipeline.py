@@ -55,6 +55,7 @@ class RunOptions:
     num_processes: int = 1
     accelerate_config: str | None = None  # shipped name (zero3, fsdp) or a file
     yes: bool = False  # accept the cost of a paid judge without asking
+    break_lock: bool = False  # take over a lock left on another host (the user vouches it is dead)
 
 
 def _say(msg: str) -> None:
@@ -473,7 +474,7 @@ class SPPORun:
         if "arena_hard" in ev.benchmarks:
             check_judge(ev.arena_hard.judge or arena_hard.version(ev.arena_hard.version).judge)
         self._open()
-        with self.dir.lock():
+        with self.dir.lock(self.opts.break_lock, _say):
             try:
                 table = self._iterations()
             finally:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +23,31 @@ RUN_FORMAT = 1  # bump when the layout changes incompatibly
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _holder() -> dict[str, Any]:
+    """What a lock records of its holder."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": _boot_id()}
+
+
+def _read_holder(path: Path) -> dict[str, Any]:
+    """A lock's holder; an older lock holds its pid alone (its host unknown)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return {}
+    try:
+        held = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return held if isinstance(held, dict) else {"pid": held} if isinstance(held, int) else {}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -127,26 +155,47 @@ class RunDir:
 
     # lock ---------------------------------------------------------------------------------
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """One writer per run directory. A lock left by a dead process is reported, not taken."""
+    def lock(self, break_lock: bool = False, say: Callable[[str], None] = print) -> Iterator[None]:
+        """One writer per run directory. The lock names its process, host and boot: a lock whose
+        process is gone from this host (or whose host has rebooted since) is taken over, with a
+        message; a live process's lock is refused; a lock from another host (or of an older
+        format, without its host) is refused unless ``break_lock``: only the user knows that
+        no process on that host still writes the run."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / ".lock"
+        guard = os.open(self.root, os.O_RDONLY)  # the folder's flock: one taker at a time
         try:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            if path.exists():
+                self._take_over(path, break_lock, say)
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or "0")
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _pid_alive(pid):
-                raise RunStateError(f"{self.root} is in use by process {pid} ({path})") from None
-            raise RunStateError(
-                f"{path}: stale lock left by process {pid or '?'}, which is no longer running. "
-                "If no other machine writes this run, delete the lock file and resume."
-            ) from None
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+            with os.fdopen(fd, "w") as f:
+                json.dump(_holder(), f)
+        finally:
+            os.close(guard)
         try:
             yield
         finally:
             path.unlink(missing_ok=True)
+
+    def _take_over(self, path: Path, break_lock: bool, say: Callable[[str], None]) -> None:
+        held = _read_holder(path)
+        me = _holder()
+        pid = held.get("pid") or 0
+        here = held.get("host") == me["host"]
+        if here and pid and held.get("boot_id") == me["boot_id"] and _pid_alive(pid):
+            raise RunStateError(f"{self.root} is in use by process {pid} ({path})")
+        if here:
+            why = ("which is no longer running" if held.get("boot_id") == me["boot_id"]
+                   else "from before this host's last boot")
+            say(f"taking over the lock of process {pid} on this host, {why}")
+        elif break_lock:
+            say(f"breaking the lock of process {pid or '?'} on host {held.get('host') or '?'} "
+                "(--break-lock)")
+        else:
+            where = (f"host {held['host']}" if held.get("host")
+                     else "an unknown host (an older lock format)")
+            raise RunStateError(
+                f"{path}: locked by process {pid or '?'} on {where}. If no process there still "
+                "writes this run, resume with --break-lock.")
+        path.unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,17 +180,34 @@ def test_existing_run_without_resume_and_changed_config_are_refused(
         _run(changed, finished_run, resume=True)
 
 
-def test_live_lock_is_refused_and_stale_lock_reported(finished_run: Path, tiny_config: Path) -> None:
-    lock = finished_run / ".lock"
-    lock.write_text(str(os.getpid()))
-    try:
-        with pytest.raises(RunStateError, match=f"in use by process {os.getpid()}"):
-            _run(tiny_config, finished_run, resume=True)
-        lock.write_text("999999999")
-        with pytest.raises(RunStateError, match="stale lock"):
-            _run(tiny_config, finished_run, resume=True)
-    finally:
-        lock.unlink()
+def test_live_lock_is_refused_and_a_dead_process_lock_taken_over(tmp_path: Path) -> None:
+    """A preempted job's restart is just --resume: a lock whose process is gone from this host
+    (or from before its last boot) is taken over with a message; a live one is refused; one from
+    another host, or of the older pid-only format, needs --break-lock."""
+    from harness.run_dir import RunDir, _holder
+
+    rd, lock = RunDir(tmp_path), tmp_path / ".lock"
+    me, said = _holder(), []
+    lock.write_text(json.dumps(me))  # this very process: alive
+    with pytest.raises(RunStateError, match=f"in use by process {os.getpid()}"), rd.lock(say=said.append):
+        pass
+    for held, why in (({**me, "pid": 999999999}, "which is no longer running"),
+                      ({**me, "boot_id": "an-earlier-boot"}, "from before this host's last boot")):
+        lock.write_text(json.dumps(held))
+        with rd.lock(say=said.append):
+            assert json.loads(lock.read_text()) == me  # now ours
+        assert said.pop() == f"taking over the lock of process {held['pid']} on this host, {why}"
+        assert not lock.exists()
+    for held, where in (({**me, "host": "node-7", "pid": 999999999}, "host node-7"),
+                        (999999999, "an unknown host (an older lock format)")):
+        lock.write_text(json.dumps(held))
+        refused = pytest.raises(RunStateError, match=f"on {re.escape(where)}.*--break-lock")
+        with refused, rd.lock(say=said.append):
+            pass
+        assert lock.exists() and not said  # refused: nothing taken
+        with rd.lock(break_lock=True, say=said.append):
+            assert json.loads(lock.read_text()) == me
+        assert said.pop().startswith("breaking the lock of process 999999999")
 
 
 def test_accelerate_launcher_trains_in_separate_processes(tiny_config: Path, tmp_path: Path) -> None:

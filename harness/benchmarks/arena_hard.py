@@ -201,6 +201,13 @@ class Game:
     request: JudgeRequest
 
 
+def verdict_choices(name: str) -> tuple[str, ...]:
+    """The official labels, in the order the judge's system prompt lists them, each as a final
+    verdict: the replies a constrained judge chooses from."""
+    labels = dict.fromkeys(re.findall(judge_settings("v0.1").patterns[0], judge_settings(name).system_prompt))
+    return tuple(f"My final verdict is: [[{label}]]" for label in labels)
+
+
 def games(qs: list[dict[str, str]], answers: dict[str, str], model: str, name: str,
           decoding: Decoding) -> list[Game]:
     """Both games of every question."""
@@ -368,7 +375,8 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, bench_version: str = "v
         answer_rows = answer(qs, chat, model_name, name, answers_path, max_new_tokens)
     answers = {_answer_id(r): answer_text(r) for r in answer_rows}
     # the official judge's settings; a judge config may only lower max_tokens (recorded)
-    decoding = Decoding(s.temperature, min(s.max_tokens, cfg.max_tokens))
+    decoding = Decoding(s.temperature, min(s.max_tokens, cfg.max_tokens),
+                        choices=verdict_choices(name) if cfg.constrained else ())
     pending = games(qs, answers, model_name, name, decoding)
     cache = JudgmentCache.for_judge(cfg.id)
     cost = estimate(cfg, cfg.id, [g.request for g in pending], cache)
@@ -396,6 +404,8 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, bench_version: str = "v
     metrics = score(rows, name, style)[model_name]
     metrics["avg_tokens"] = sum(count(answers[q["id"]]) for q in qs) / len(qs)
     record = {"judge": cfg.id, "baseline": v.baseline, "category": v.category, "n_examples": len(qs),
+              "verdict": "constrained to the official labels by log-probability" if cfg.constrained
+              else "generated",
               "limit": limit, "style_control": style_control,
               "judge_decoding": {"temperature": decoding.temperature, "max_tokens": decoding.max_tokens,
                                  "official_max_tokens": s.max_tokens, "attempts": s.attempts},

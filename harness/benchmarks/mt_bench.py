@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,12 @@ def parse_rating(text: str) -> float:
     return -1.0
 
 
+def rating_choices(output_format: str) -> tuple[str, ...]:
+    """Every rating in the judge prompt's official format (``[[rating]]``, asked for on a scale of
+    1 to 10 as in "Rating: [[5]]"): the replies a constrained judge chooses from."""
+    return tuple(f"Rating: {output_format.replace('rating', str(i))}" for i in range(1, 11))
+
+
 def prompt_name(category: str, turn: int) -> str:
     math = category in NEED_REF_CATS
     return f"single-{'math-' if math else ''}v1{'-multi-turn' if turn == 2 else ''}"
@@ -121,8 +128,10 @@ def answer(qs: list[dict[str, Any]], chat: Chat, model_id: str, path: Path,
 
 # judgments ----------------------------------------------------------------------------------
 def judge_requests(qs: list[dict[str, Any]], answers: list[dict[str, Any]], model: str,
-                   decoding: Decoding) -> list[tuple[JudgeRequest, dict[str, Any]]]:
-    """Every single-mode judge request for ``model``'s answers, with its FastChat row fields."""
+                   decoding: Decoding, constrained: bool = False
+                   ) -> list[tuple[JudgeRequest, dict[str, Any]]]:
+    """Every single-mode judge request for ``model``'s answers, with its FastChat row fields;
+    ``constrained``: each asks the judge to choose among :func:`rating_choices`."""
     by_id = {a["question_id"]: a["choices"][0]["turns"] for a in answers}
     out = []
     for q in qs:
@@ -145,7 +154,9 @@ def judge_requests(qs: list[dict[str, Any]], answers: list[dict[str, Any]], mode
                                                    answer_1=ans[0], answer_2=ans[1], **ref)
             messages = ({"role": "system", "content": p["system_prompt"]},
                         {"role": "user", "content": user})
-            request = JudgeRequest(f"{model}/q{qid}/turn{turn}", messages, decoding)
+            request = JudgeRequest(f"{model}/q{qid}/turn{turn}", messages,
+                                   replace(decoding, choices=rating_choices(p["output_format"]))
+                                   if constrained else decoding)
             out.append((request, {"question_id": qid, "model": model, "prompt": name,
                                   "user_prompt": user, "turn": turn}))
     return out
@@ -234,7 +245,7 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
     # FastChat names the judge by its model; a local judge by its folder's name
     judge_model = Path(cfg.model.split(":")[-1]).name if cfg.kind == "local" else cfg.model
     decoding = Decoding(cfg.temperature, cfg.max_tokens)
-    pending = judge_requests(qs, answers, model_name, decoding)
+    pending = judge_requests(qs, answers, model_name, decoding, cfg.constrained)
     cache = JudgmentCache.for_judge(cfg.id)
     cost = estimate(cfg, cfg.id, [r for r, _ in pending], cache)
     if dry_run:
@@ -253,6 +264,8 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
     write_jsonl(out_dir / "model_judgment" / f"{file_name}_single.jsonl", rows)
     metrics = aggregate(rows, model_name)[model_name]
     record = {"judge": cfg.id, "judge_prompts": "single-v1 / single-math-v1 (+ multi-turn)",
+              "verdict": "constrained to the official ratings by log-probability" if cfg.constrained
+              else "generated",
               "references": "gpt-4", "n_examples": len(qs), "limit": limit,
               "decoding": {"temperature": "per category (FastChat)", "max_new_tokens": max_new_tokens},
               **(provenance or {})}

@@ -13,12 +13,14 @@ from harness.errors import HarnessError
 
 @dataclass(frozen=True)
 class Decoding:
-    """Decoding settings of a judge call; part of the cache key."""
+    """Decoding settings of a judge call; part of the cache key. ``choices``: the reply is the
+    one of these the judge gives the highest log-probability (a constrained verdict), not generated."""
 
     temperature: float = 0.0
     max_tokens: int = 1024
     logprobs: bool = False
     top_logprobs: int = 0
+    choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -31,15 +33,19 @@ class JudgeRequest:
 
     def key(self, judge_id: str) -> str:
         """sha256 of (judge, full prompt, decoding): the judgment cache key."""
+        decoding = asdict(self.decoding)
+        if not decoding["choices"]:  # keys of generated replies as before choices existed
+            del decoding["choices"]
         blob = json.dumps({"judge": judge_id, "messages": list(self.messages),
-                           "decoding": asdict(self.decoding)}, sort_keys=True, ensure_ascii=False)
+                           "decoding": decoding}, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 @dataclass
 class Judgment:
     """A judge's answer. ``top_logprobs[i]`` lists (token, logprob) for output token i: first the
-    token produced, then the other most likely ones (None when the endpoint returned none)."""
+    token produced, then the other most likely ones (None when the endpoint returned none).
+    ``choice_logprobs``: for a constrained verdict, each choice's summed log-probability."""
 
     text: str
     top_logprobs: list[list[tuple[str, float]]] | None = None
@@ -47,10 +53,13 @@ class Judgment:
     completion_tokens: int = 0
     attempts: int = 1
     cached: bool = False
+    choice_logprobs: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("cached")
+        if d["choice_logprobs"] is None:
+            del d["choice_logprobs"]
         return d
 
     @classmethod
@@ -58,7 +67,7 @@ class Judgment:
         top = d.get("top_logprobs")
         return cls(d["text"], [[(t, float(v)) for t, v in row] for row in top] if top else top,
                    int(d.get("prompt_tokens", 0)), int(d.get("completion_tokens", 0)),
-                   int(d.get("attempts", 1)), cached=True)
+                   int(d.get("attempts", 1)), cached=True, choice_logprobs=d.get("choice_logprobs"))
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.config import SAFE_NAME, format_validation_error, read_yaml_mapping
 from harness.errors import ConfigError
@@ -45,14 +45,29 @@ class JudgeConfig(BaseModel):
     price: Price = Price()
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"  # local judges only
     batch_size: int = Field(4, ge=1)  # local judges only
+    verdict: Literal["generated", "constrained"] = Field(
+        "generated", description="local judges: 'constrained' answers MT-Bench and Arena-Hard with "
+        "the official verdict (rating or label) the judge gives the highest log-probability, for "
+        "judges too small to write the official format; part of the judge's id, so never an "
+        "official column")
+
+    @model_validator(mode="after")
+    def _constrained_is_local(self) -> JudgeConfig:
+        if self.verdict == "constrained" and self.kind != "local":
+            raise ValueError("verdict: constrained needs kind: local (an endpoint writes its verdicts)")
+        return self
 
     @property
     def id(self) -> str:
         """The judge's identity for caches and provenance: model and endpoint, never a key."""
         if self.kind == "local":
-            return f"local:{self.model}:{self.dtype}"
+            return f"local:{self.model}:{self.dtype}" + (":constrained" if self.constrained else "")
         url = public_url(self.base_url)
         return f"openai:{self.model}" + (f"@{url}" if url else "")
+
+    @property
+    def constrained(self) -> bool:
+        return self.verdict == "constrained"
 
     @property
     def paid(self) -> bool:

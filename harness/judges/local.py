@@ -8,9 +8,11 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tqdm.auto import tqdm
+
 from harness.errors import ConfigError, DataError
 from harness.judges.base import JudgeBatch, JudgeRequest, Judgment
-from harness.logprobs import next_token_logprobs
+from harness.logprobs import continuation_logprobs, next_token_logprobs
 from harness.models import default_device, resolve_source
 from harness.under_test.hf import TransformersModel
 
@@ -59,10 +61,30 @@ class LocalJudge:
                  on_judgment: Callable[[JudgeRequest, Judgment], None] | None = None) -> JudgeBatch:
         """Generate each reply (greedy at temperature 0, else sampled with a seed derived from the
         request), with the top log-probabilities of every generated token when asked: the
-        transformers backend's chat loop, on this judge's model."""
-        encoded = {r.id: self._encode(r.messages, r.id) for r in requests}
-        return self._chat.chat(requests, progress, on_judgment, encoded=encoded,
-                               desc=f"judge ({self.name})")
+        transformers backend's chat loop, on this judge's model. A request with
+        ``decoding.choices`` is answered by :meth:`choose` instead."""
+        constrained = [r for r in requests if r.decoding.choices]
+        generated = [r for r in requests if not r.decoding.choices]
+        encoded = {r.id: self._encode(r.messages, r.id) for r in generated}
+        batch = self._chat.chat(generated, progress, on_judgment, encoded=encoded,
+                                desc=f"judge ({self.name})")
+        for r in tqdm(constrained, desc=f"judge ({self.name}, constrained)",
+                      disable=not (progress and constrained)):
+            batch.judgments[r.id] = judgment = self.choose(r)
+            if on_judgment:
+                on_judgment(r, judgment)
+        return batch
+
+    def choose(self, request: JudgeRequest) -> Judgment:
+        """The reply among ``request.decoding.choices`` with the highest summed log-probability
+        (the first on a tie): a verdict in the official format from a judge that cannot write it."""
+        choices = request.decoding.choices
+        prompt = self._encode(request.messages, request.id)
+        tokens = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        scores = continuation_logprobs(self.model, prompt, tokens)
+        best = max(range(len(choices)), key=scores.__getitem__)
+        return Judgment(choices[best], None, len(prompt), len(tokens[best]),
+                        choice_logprobs=dict(zip(choices, scores, strict=True)))
 
     def token_id(self, text: str) -> int:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -1,0 +1,141 @@
+"""Constrained verdicts: a local judge too small to write the official verdict format answers
+MT-Bench and Arena-Hard with the official rating or label it gives the highest log-probability.
+
+What is checked: the cached-prefix scoring equals a plain forward pass over prompt + choice;
+the chosen reply is the argmax; every judgment parses with the official parsers (so the score is
+a number); the judge's id, and with it the protocol key, says "constrained"; generated requests
+keep their cache keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.benchmarks import arena_hard as ah
+from harness.benchmarks import mt_bench
+from harness.cli import main
+from harness.errors import ConfigError
+from harness.judges.base import Decoding, JudgeRequest
+from harness.judges.config import load_judge_config
+from harness.logprobs import continuation_logprobs
+
+
+def _judge(tmp_path: Path, model_dir: Path, context: int) -> Path:
+    """A constrained local judge on a copy of the tiny model with a longer context."""
+    judge_dir = shutil.copytree(model_dir, tmp_path / "tiny-judge")
+    config = json.loads((judge_dir / "config.json").read_text())
+    (judge_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": context}))
+    path = tmp_path / "constrained.yaml"
+    path.write_text(json.dumps({"kind": "local", "model": str(judge_dir), "dtype": "float32",
+                                "verdict": "constrained"}))
+    return path
+
+
+def _plain_logprob(model: torch.nn.Module, prompt: list[int], cont: list[int]) -> float:
+    """log p(cont | prompt) from one forward pass over the whole sequence, no cache."""
+    ids = torch.tensor([prompt + cont])
+    with torch.no_grad():
+        logp = model(input_ids=ids).logits[0].double().log_softmax(-1)
+    return sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(cont))
+
+
+def test_cached_prefix_scores_equal_a_plain_forward_pass(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    prompt = list(range(5, 45))
+    choices = [[7], [7, 9, 11], [300, 2], [7, 9, 11, 13, 15, 17]]  # shared prefixes, lengths 1..6
+    got = continuation_logprobs(model, prompt, choices)
+    want = [_plain_logprob(model, prompt, c) for c in choices]
+    assert got == pytest.approx(want, abs=1e-4)  # float32 logits, summed over ≤ 6 tokens
+    assert continuation_logprobs(model, prompt, choices[::-1]) == pytest.approx(want[::-1], abs=1e-4)
+    with pytest.raises(ValueError, match="at least one token"):
+        continuation_logprobs(model, prompt, [[1], []])
+
+
+def test_the_judge_replies_with_its_most_likely_choice(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from harness.judges import get_judge
+
+    cfg = load_judge_config(str(_judge(tmp_path, tiny_model_dir, 4096)))
+    judge = get_judge(cfg)
+    choices = mt_bench.rating_choices("[[rating]]")
+    request = JudgeRequest("r1", ({"role": "user", "content": "Rate this: hello"},),
+                           Decoding(0.0, 16, choices=choices))
+    plain = JudgeRequest("r2", ({"role": "user", "content": "Say hi"},), Decoding(0.0, 3))
+    batch = judge.complete([request, plain], progress=False)
+    chosen = batch.judgments["r1"]
+    prompt = judge._encode(request.messages, "r1")
+    want = {c: _plain_logprob(judge.model, prompt, judge.tokenizer(c, add_special_tokens=False)["input_ids"])
+            for c in choices}
+    assert chosen.choice_logprobs == pytest.approx(want, abs=1e-4)
+    assert chosen.text == max(want, key=want.__getitem__)
+    assert mt_bench.parse_rating(chosen.text) == choices.index(chosen.text) + 1
+    assert batch.judgments["r2"].choice_logprobs is None  # a request without choices is generated
+    assert cfg.id.endswith(":float32:constrained")
+
+
+def test_constrained_needs_a_local_judge() -> None:
+    with pytest.raises(ConfigError, match="verdict: constrained needs kind: local"):
+        load_judge_config("gpt-4", verdict="constrained")
+
+
+def test_generated_requests_keep_their_cache_keys() -> None:
+    """Keys written before choices existed stay valid; a choice list is part of the key."""
+    request = JudgeRequest("x", ({"role": "user", "content": "hi"},), Decoding(0.0, 5))
+    legacy = {"temperature": 0.0, "max_tokens": 5, "logprobs": False, "top_logprobs": 0}
+    blob = json.dumps({"judge": "j", "messages": [{"role": "user", "content": "hi"}], "decoding": legacy},
+                      sort_keys=True, ensure_ascii=False)
+    assert request.key("j") == hashlib.sha256(blob.encode()).hexdigest()
+    constrained = JudgeRequest("x", request.messages, Decoding(0.0, 5, choices=("a", "b")))
+    assert constrained.key("j") != request.key("j")
+    assert asdict(constrained.decoding)["choices"] == ("a", "b")
+
+
+def test_mt_bench_with_a_constrained_local_judge(tiny_model_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """Every judgment is an official rating, so the score is a number; the protocol says how."""
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
+    judge = _judge(tmp_path, tiny_model_dir, 4096)
+    out = tmp_path / "eval"
+    assert main(["eval", "mt_bench", "--model", str(tiny_model_dir), "--name", "tiny", "--judge", str(judge),
+                 "--limit", "1", "--max-new-tokens", "4", "--dtype", "float32", "--out", str(out),
+                 "--no-progress", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    judged = out / "model_judgment" / "tiny-judge_single.jsonl"
+    rows = [json.loads(x) for x in judged.read_text().splitlines()]
+    assert len(rows) == 16 and metrics["parse_failures"] == 0
+    assert all(r["judgment"] in mt_bench.rating_choices("[[rating]]") for r in rows)
+    assert metrics["score"] == pytest.approx(sum(r["score"] for r in rows) / 16)
+    prov = json.loads((out / "results.json").read_text())["provenance"]
+    assert prov["judge"].endswith(":constrained") and prov["verdict"].startswith("constrained")
+
+
+def test_arena_hard_with_a_constrained_local_judge(tiny_model_dir: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """Every game gets one of the five official labels on the first attempt: no invalid game."""
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
+    judge = _judge(tmp_path, tiny_model_dir, 16384)
+    out = tmp_path / "eval"
+    assert main(["eval", "arena_hard", "--model", str(tiny_model_dir), "--name", "tiny",
+                 "--judge", str(judge), "--limit", "2", "--max-new-tokens", "4", "--dtype", "float32",
+                 "--out", str(out),
+                 "--no-progress", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.splitlines()[-1])
+    judged = out / "model_judgment" / "tiny-judge" / "tiny.jsonl"
+    rows = [json.loads(x) for x in judged.read_text().splitlines()]
+    labels = [g["score"] for r in rows for g in r["games"]]
+    assert len(labels) == 4 and set(labels) <= {"A>>B", "A>B", "A=B", "B>A", "B>>A"}
+    assert all(g["judgment"].count("[[") == 1 for r in rows for g in r["games"])  # one attempt each
+    assert metrics["invalid_games"] == 0 and metrics["score"] is not None
+    assert ah.verdict_choices("v0.1") == tuple(f"My final verdict is: [[{x}]]"
+                                               for x in ("A>>B", "A>B", "A=B", "B>A", "B>>A"))
+    prov = json.loads((out / "results.json").read_text())["provenance"]
+    assert prov["judge"].endswith(":constrained")
