@@ -155,7 +155,9 @@ OpenLLMTask = Literal["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "w
 class OpenLLMConfig(_Strict):
     version: Literal["v1", "v2"] = "v1"
     tasks: list[OpenLLMTask] | None = Field(None, description="tasks of the version (default: all six)")
-    limit: int | None = Field(None, ge=1, description="first N examples of each (sub)task (smoke runs)")
+    limit: int | dict[OpenLLMTask | Literal["*"], int] | None = Field(
+        None, description="first N examples of each (sub)task (smoke runs); or N per task, '*' "
+        "for the others, e.g. {'*': 3, mmlu: 1}: one example of each of MMLU's 57 subjects")
     batch_size: int = Field(8, ge=1)
     apply_chat_template: bool = False
 
@@ -164,6 +166,9 @@ class OpenLLMConfig(_Strict):
         from harness.benchmarks.open_llm import selected_tasks
 
         selected_tasks(self.tasks, self.version)  # a ConfigError names the strangers
+        limits = self.limit.values() if isinstance(self.limit, dict) else [self.limit]
+        if any(n is not None and n < 1 for n in limits):
+            raise ValueError(f"limit: every limit must be at least 1 (got {self.limit})")
         return self
 
 

@@ -87,8 +87,9 @@ def test_harness_numbers_equal_lm_eval_called_directly(
     monkeypatch.setenv("SPPO_DATA_DIR", str(mirror))
     model, tok = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
     tasks = ["arc_challenge", "truthfulqa_mc2", "winogrande", "hellaswag"]
-    got = open_llm.evaluate(TransformersModel(model, tok, str(tiny_model_dir)), tmp_path / "ol", limit=3,
-                            tasks=tasks, batch_size=4)
+    limits = {"*": 3, "winogrande": 2}  # per-task limits, '*' for the rest
+    got = open_llm.evaluate(TransformersModel(model, tok, str(tiny_model_dir)), tmp_path / "ol",
+                            limit=limits, tasks=tasks, batch_size=4)
     m = got["metrics"]
     assert m["tasks"]["hellaswag"]["score"] is None and "no data" in m["tasks"]["hellaswag"]["unavailable"]
     assert m["average_is_partial"] is True
@@ -98,15 +99,17 @@ def test_harness_numbers_equal_lm_eval_called_directly(
     for name, local, shots, key in [("arc_challenge", "arc_challenge_local", 25, "acc_norm,none"),
                                     ("truthfulqa_mc2", "truthfulqa_mc2_local", 0, "acc,none"),
                                     ("winogrande", "winogrande_local", 5, "acc,none")]:
-        direct = simple_evaluate(model=lm, tasks=[local], num_fewshot=shots, limit=3,
+        n = limits.get(name, 3)
+        direct = simple_evaluate(model=lm, tasks=[local], num_fewshot=shots, limit=n,
                                  task_manager=manager, random_seed=0, numpy_random_seed=0,
                                  torch_random_seed=0, fewshot_random_seed=0)
         assert m["tasks"][name]["score"] == 100 * direct["results"][local][key]  # identical
-        assert m["tasks"][name]["n"] == 3 and m["tasks"][name]["n_shot"] == shots
+        assert m["tasks"][name]["n"] == n and m["tasks"][name]["n_shot"] == shots
     assert m["average"] == pytest.approx(sum(m["tasks"][t]["score"] for t in tasks[:3]) / 3)
     assert "validation split" in m["tasks"]["winogrande"]["fewshot_deviation"]
     assert "fewshot_deviation" not in m["tasks"]["arc_challenge"]
     assert got["provenance"]["data"] == "local mirror, converted; few-shot pool differs for winogrande"
+    assert got["provenance"]["limit"] == limits  # in the protocol key: another limit, another column
     assert json.loads((tmp_path / "ol" / "results.json").read_text())["metrics"] == m
 
 

@@ -269,7 +269,12 @@ class _TaskLog:
         self.path.unlink(missing_ok=True)
 
 
-def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | None = None,
+def task_limit(limit: int | dict[str, int] | None, task: str) -> int | None:
+    """A task's example limit: ``limit`` itself, or its entry in a per-task mapping (``*``: the rest)."""
+    return limit.get(task, limit.get("*")) if isinstance(limit, dict) else limit
+
+
+def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] | None = None,
              tasks: list[str] | None = None, batch_size: int = 8,
              apply_chat_template: bool = False, seed: int = 0, version: str = "v1",
              provenance: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -300,7 +305,7 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | None = None,
         lm = lm or model.lm_eval(batch_size)
         name = local.get(t.name, t.name)
         start = time.perf_counter()
-        r = simple_evaluate(model=lm, tasks=[name], num_fewshot=t.shots, limit=limit,
+        r = simple_evaluate(model=lm, tasks=[name], num_fewshot=t.shots, limit=task_limit(limit, t.name),
                             task_manager=manager, apply_chat_template=apply_chat_template,
                             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                             fewshot_random_seed=seed, log_samples=False)
@@ -353,7 +358,8 @@ def _data_description(mirror: str | None, deviating: list[str]) -> str:
                                          if deviating else "")
 
 
-def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | None, tasks: list[str] | None,
+def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] | None,
+                 tasks: list[str] | None,
                  batch_size: int, apply_chat_template: bool, seed: int,
                  provenance: dict[str, Any] | None) -> dict[str, Any]:
     from importlib.metadata import version
@@ -377,7 +383,8 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | None, tasks:
             continue
         lm = lm or model.lm_eval(batch_size)
         start = time.perf_counter()
-        r = simple_evaluate(model=lm, tasks=[t.group], limit=limit, apply_chat_template=apply_chat_template,
+        r = simple_evaluate(model=lm, tasks=[t.group], limit=task_limit(limit, t.name),
+                            apply_chat_template=apply_chat_template,
                             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                             fewshot_random_seed=seed, log_samples=True)
         subtasks = list(r.get("group_subtasks", {}).get(t.group, []))
