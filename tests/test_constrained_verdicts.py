@@ -97,17 +97,23 @@ def test_generated_requests_keep_their_cache_keys() -> None:
     assert asdict(constrained.decoding)["choices"] == ("a", "b")
 
 
+def _eval(benchmark: str, limit: int, context: int, model_dir: Path, tmp_path: Path,
+          capsys: pytest.CaptureFixture) -> tuple[Path, dict]:
+    """``harness eval <benchmark>`` of the tiny model, judged by a constrained copy of it."""
+    judge = _judge(tmp_path, model_dir, context)
+    out = tmp_path / "eval"
+    assert main(["eval", benchmark, "--model", str(model_dir), "--name", "tiny", "--judge", str(judge),
+                 "--limit", str(limit), "--max-new-tokens", "4", "--dtype", "float32", "--out", str(out),
+                 "--no-progress", "--json"]) == 0
+    return out, json.loads(capsys.readouterr().out.splitlines()[-1])
+
+
 def test_mt_bench_with_a_constrained_local_judge(tiny_model_dir: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture) -> None:
     """Every judgment is an official rating, so the score is a number; the protocol says how."""
     monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
-    judge = _judge(tmp_path, tiny_model_dir, 4096)
-    out = tmp_path / "eval"
-    assert main(["eval", "mt_bench", "--model", str(tiny_model_dir), "--name", "tiny", "--judge", str(judge),
-                 "--limit", "1", "--max-new-tokens", "4", "--dtype", "float32", "--out", str(out),
-                 "--no-progress", "--json"]) == 0
-    metrics = json.loads(capsys.readouterr().out)
+    out, metrics = _eval("mt_bench", 1, 4096, tiny_model_dir, tmp_path, capsys)
     judged = out / "model_judgment" / "tiny-judge_single.jsonl"
     rows = [json.loads(x) for x in judged.read_text().splitlines()]
     assert len(rows) == 16 and metrics["parse_failures"] == 0
@@ -122,13 +128,7 @@ def test_arena_hard_with_a_constrained_local_judge(tiny_model_dir: Path, tmp_pat
                                                    capsys: pytest.CaptureFixture) -> None:
     """Every game gets one of the five official labels on the first attempt: no invalid game."""
     monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
-    judge = _judge(tmp_path, tiny_model_dir, 16384)
-    out = tmp_path / "eval"
-    assert main(["eval", "arena_hard", "--model", str(tiny_model_dir), "--name", "tiny",
-                 "--judge", str(judge), "--limit", "2", "--max-new-tokens", "4", "--dtype", "float32",
-                 "--out", str(out),
-                 "--no-progress", "--json"]) == 0
-    metrics = json.loads(capsys.readouterr().out.splitlines()[-1])
+    out, metrics = _eval("arena_hard", 2, 16384, tiny_model_dir, tmp_path, capsys)
     judged = out / "model_judgment" / "tiny-judge" / "tiny.jsonl"
     rows = [json.loads(x) for x in judged.read_text().splitlines()]
     labels = [g["score"] for r in rows for g in r["games"]]
