@@ -11,6 +11,16 @@ from typing import TYPE_CHECKING
 from harness.errors import ConfigError, HarnessError
 from harness.plugins import load_plugins
 
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown once: not where the help already states its default, nor for unset flags."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return super()._get_help_string(action)
+
 if TYPE_CHECKING:
     from harness.config import VLLMConfig
 
@@ -20,7 +30,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run SPPO iterations: generate, rank, probabilities, train, evaluate, report",
         description="Run SPPO iterations on a base model and evaluate every checkpoint.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--base", required=True,
                    help="base model config: a name in model_configs/ (smollm2-135m, mistral-7b, "
@@ -58,8 +68,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--yes", action="store_true",
                    help="accept the estimated cost of a paid judge without asking")
     p.add_argument("--limit", type=int, default=None,
-                   help="benchmarks on their first N instructions only (smoke runs; marked as such "
-                        "in provenance)")
+                   help="AlpacaEval on its first N instructions only (smoke runs; marked as such "
+                        "in provenance); the other benchmarks' limits are the config's")
     _add_generator_flags(p)
     p.add_argument("--seed", type=int, default=0,
                    help="added to every sampling seed; also seeds the training data order")
@@ -99,7 +109,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate one model (or re-score published judgments) on a benchmark",
         description="Evaluate a checkpoint or hub model on a benchmark, outside any run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("benchmark", choices=["alpaca_eval", "mt_bench", "arena_hard", "open_llm"],
                    help="benchmark to run")
@@ -119,8 +129,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="arena_hard: control for answer length and markdown (reported as its own "
                         "version)")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
-                   help="open_llm: tasks to run (v1: arc_challenge hellaswag mmlu truthfulqa_mc2 "
-                        "winogrande gsm8k; v2: ifeval bbh math_lvl5 gpqa musr mmlu_pro; default all)")
+                   help="open_llm: tasks to run, space- or comma-separated (v1: arc_challenge "
+                        "hellaswag mmlu truthfulqa_mc2 winogrande gsm8k; v2: ifeval bbh math_lvl5 "
+                        "gpqa musr mmlu_pro; default all)")
     p.add_argument("--chat-template", action="store_true",
                    help="open_llm: format prompts with the model's chat template (recorded)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -159,7 +170,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_reporting(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     p = sub.add_parser("leaderboard", help="one comparable table across runs (and published results)",
                        description="Tabulate runs: rows are checkpoints, columns are metrics under one "
                                    "protocol each; numbers measured differently never share a column.",
@@ -196,7 +207,7 @@ def _add_agreement(sub: argparse._SubParsersAction) -> None:
         description="Score both outputs of each published annotation with the ranker, in the "
                     "published order and swapped; report agreement with the annotator (95%% Wilson "
                     "interval), consistency across orders and position bias.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     p.add_argument("--ranker", required=True, help="any --ranker of `harness run`")
     p.add_argument("--annotations", nargs="+", required=True, metavar="FILE",
                    help="annotation files: paths, or mirrored ones such as "
@@ -399,6 +410,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.benchmark == "open_llm":
         from harness.benchmarks import open_llm
 
+        if args.tasks:  # lm-eval's own form, --tasks arc_challenge,gsm8k, too
+            args.tasks = [t for arg in args.tasks for t in arg.split(",") if t]
         open_llm.selected_tasks(args.tasks, args.version or "v1")  # before loading the model
     elif args.benchmark == "alpaca_eval":
         alpaca_eval.check_annotator(args.annotator)

@@ -1,3 +1,4 @@
+import argparse
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,18 @@ def test_missing_local_model_source_is_named() -> None:
     with pytest.raises(ConfigError, match=r"'/no/such/checkpoint': no such checkpoint directory"):
         resolve_source("/no/such/checkpoint")
     assert resolve_source("mistralai/Mistral-7B-Instruct-v0.2") == "mistralai/Mistral-7B-Instruct-v0.2"
+
+
+def test_help_states_each_default_once() -> None:
+    """No "(default: None)" after help that already says what happens without the flag; a real
+    default is shown once."""
+    from harness.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text, name
+    run = " ".join(commands["run"].format_help().split())
+    assert "data order (default: 0)" in run and "(default: full)" in run
+    assert run.count("default: full") == 1

@@ -119,7 +119,7 @@ def test_cli_runs_open_llm_on_a_checkpoint(
     from harness.cli import main
 
     out = tmp_path / "ol"
-    argv = ["eval", "open_llm", "--model", str(tiny_model_dir), "--tasks", "truthfulqa_mc2", "gsm8k",
+    argv = ["eval", "open_llm", "--model", str(tiny_model_dir), "--tasks", "truthfulqa_mc2,gsm8k",
             "--limit", "2", "--dtype", "float32", "--data-dir", str(mirror), "--out", str(out), "--json"]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -127,9 +127,10 @@ def test_cli_runs_open_llm_on_a_checkpoint(
     assert printed["truthfulqa_mc2"] == saved["metrics"]["truthfulqa_mc2"]
     assert saved["metrics"]["tasks"]["gsm8k"]["metric"] == "exact_match"
     assert saved["metrics"]["tasks"]["gsm8k"]["filter"] == "strict-match"
-    assert saved["provenance"]["tasks"] == ["gsm8k", "truthfulqa_mc2"]
+    assert saved["provenance"]["tasks"] == ["gsm8k", "truthfulqa_mc2"]  # lm-eval's comma form
     assert saved["provenance"]["limit"] == 2 and saved["provenance"]["lm_eval"].startswith("0.4")
     assert main(["eval", "open_llm", "--model", str(tiny_model_dir), "--tasks", "piqa"]) == 2
+    assert main(["eval", "open_llm", "--model", str(tiny_model_dir), "--tasks", "mmlu,piqa"]) == 2
 
 
 # v2 ------------------------------------------------------------------------------------------
