@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 from harness.errors import ConfigError, HarnessError
 from harness.plugins import load_plugins
 
+if TYPE_CHECKING:
+    from harness.config import VLLMConfig
+
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Defaults shown once: not where the help already states its default, nor for unset flags."""
@@ -20,9 +23,6 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
             return text
         return super()._get_help_string(action)
-
-if TYPE_CHECKING:
-    from harness.config import VLLMConfig
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
