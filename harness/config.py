@@ -157,7 +157,7 @@ class OpenLLMConfig(_Strict):
     tasks: list[OpenLLMTask] | None = Field(None, description="tasks of the version (default: all six)")
     limit: int | dict[OpenLLMTask | Literal["*"], int] | None = Field(
         None, description="first N examples of each (sub)task (smoke runs); or N per task, '*' "
-        "for the others, e.g. {'*': 3, mmlu: 1}: one example of each of MMLU's 57 subjects")
+        "for the others, e.g. {'*': 3, mmlu: 2}: 2 examples of each of MMLU's 57 subjects")
     batch_size: int = Field(8, ge=1)
     apply_chat_template: bool = False
 
