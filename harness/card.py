@@ -48,6 +48,16 @@ def _metadata(cfg: dict[str, Any], name: str, results: list[Any]) -> dict[str, A
     return meta
 
 
+def _estimator(cfg: dict[str, Any]) -> str:
+    """How the ranker's output became win probabilities (runs made before ``preferences``
+    existed used the defaults: scores, distinct)."""
+    prefs = {"probabilities": "scores", "ties": "distinct", **(cfg.get("preferences") or {})}
+    how = ("σ(s_i − s_j) of its scores (official `compute_prob.py`)"
+           if prefs["probabilities"] == "scores"
+           else "its pairwise comparisons, both orders, symmetrised (the paper's estimator)")
+    return f"win probabilities from {how}; ties `{prefs['ties']}`"
+
+
 def write_card(run: Path, t: int) -> Path:
     """Write README.md (card) and models_configs/<name>/ into iteration t's checkpoint."""
     from harness.benchmarks.alpaca_eval import write_model_config
@@ -79,12 +89,15 @@ Iteration {t} of Self-Play Preference Optimization ([SPPO](https://arxiv.org/abs
 - Policy and reference: iteration {t - 1} ({'the base model' if t == 1 else f'SPPO Iter{t - 1}'}); the
   reference log-probabilities were computed once before training.
 - Preference data: K = {smp['k']} samples per prompt (seeds {smp['seeds']}, T {smp['temperature']},
-  top-p {smp['top_p']}, {smp['max_new_tokens']} new tokens), ranked by `{cfg['ranker']}`; prompts
-  from `{cfg['prompts']['iterations'][min(t, len(cfg['prompts']['iterations'])) - 1]}`.
+  top-p {smp['top_p']}, {smp['max_new_tokens']} new tokens), ranked by `{cfg['ranker']}`
+  ({_estimator(cfg)});
+  prompts from `{cfg['prompts']['iterations'][min(t, len(cfg['prompts']['iterations'])) - 1]}`.
 - Loss `{tr['loss']}`, β {tr['beta']} (η = {1 / tr['beta']:g}); {tr['optimizer']} lr {tr['learning_rate']},
   {tr['lr_scheduler']} schedule, warm-up {tr['warmup_ratio']}; global batch {tr['global_batch_size']};
-  max length {tr['max_length']} / prompt {tr['max_prompt_length']}; {tr['epochs']} epoch(s); {tr['dtype']};
-  trainer `{cfg['trainer']}`; profile `{cfg.get('profile')}`.
+  max length {tr['max_length']} / prompt {tr['max_prompt_length']}, token layout
+  `{tr.get('layout', 'clean')}`; clipping {tr.get('max_grad_norm') or 'none'}; {tr['epochs']} epoch(s),
+  last batch `{tr.get('last_batch', 'wrap')}`; {tr['dtype']}; trainer `{cfg['trainer']}`;
+  profile `{cfg.get('profile')}`.
 
 ## Results (this run; see the notes for each column's protocol)
 

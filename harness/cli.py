@@ -6,8 +6,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
+from harness.config import TrainingConfig
 from harness.errors import ConfigError, HarnessError
 from harness.plugins import load_plugins
 
@@ -60,11 +61,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="accelerate config: a shipped one (zero3, fsdp) or your own file "
                         "(multi-node: num_machines, machine_rank, main_process_ip in it)")
     p.add_argument("--loss", default=None,
-                   choices=["sppo", "sppo_single", "sppo_hard", "sigmoid", "ipo"],
+                   choices=get_args(TrainingConfig.model_fields["loss"].annotation),
                    help="preference loss (default: the config's, sppo)")
     p.add_argument("--ranker", default=None,
                    help="ranker (default: the config's): pairrm, pairrm:<dir>, reward:<model>, "
                         "judge:<judge>, judge-single:<judge>, smollm-judge, smollm-pmi")
+    p.add_argument("--probabilities", default=None, choices=["scores", "pairwise"],
+                   help="win-probability estimator (default: the config's preferences.probabilities, "
+                        "scores): scores = σ(s_i − s_j) of the ranker's scores (official code); "
+                        "pairwise = the ranker's own pairwise comparisons, symmetrised (the paper's; "
+                        "pairrm and judge: rankers only)")
+    p.add_argument("--ties", default=None, choices=["first", "distinct"],
+                   help="tie rule for chosen/rejected (default: the config's preferences.ties, "
+                        "distinct): first = numpy argmax/argmin as upstream (all equal: chosen = "
+                        "rejected); distinct = the last lowest is rejected")
     p.add_argument("--yes", action="store_true",
                    help="accept the estimated cost of a paid judge without asking")
     p.add_argument("--limit", type=int, default=None,
@@ -343,6 +353,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["trainer"] = args.trainer
     if args.ranker:
         overrides["ranker"] = args.ranker
+    preferences = {k: v for k, v in (("probabilities", args.probabilities), ("ties", args.ties)) if v}
+    if preferences:
+        overrides["preferences"] = preferences
     if args.loss:
         overrides["training"] = {"loss": args.loss}
     if args.limit is not None:

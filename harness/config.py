@@ -79,8 +79,32 @@ class VLLMConfig(_Strict):
                             "crash loses one chunk at most)")
 
 
+class PreferencesConfig(_Strict):
+    """How ranker output becomes the training pairs and their win probabilities."""
+
+    probabilities: Literal["scores", "pairwise"] = Field(
+        "scores", description="scores: P_ij = σ(s_i − s_j) from per-response scores (official "
+        "compute_prob.py); pairwise: P_ij = ½(σ(C_ij) + σ(−C_ji)) from the ranker's own comparison "
+        "log-odds C of both orders (the paper's estimator; pairrm and judge: rankers only), "
+        "chosen/rejected by the row means of P")
+    ties: Literal["first", "distinct"] = Field(
+        "distinct", description="which response is chosen/rejected when several tie (by score, or "
+        "under pairwise by the row mean of P): first: chosen = first highest, rejected = first "
+        "lowest (official np.argmax/np.argmin; all equal gives chosen = rejected); distinct: "
+        "rejected = the last lowest, so chosen and rejected differ")
+
+
 class TrainingConfig(_Strict):
-    loss: Literal["sppo", "sppo_single", "sppo_hard", "sigmoid", "ipo"] = "sppo"
+    loss: Literal["sppo", "sppo_single", "sppo_hard", "sigmoid", "ipo", "ipo_mean"] = "sppo"
+    layout: Literal["official", "clean"] = Field(
+        "clean", description="official: uclaml/SPPO's token layout and truncation (prompt without "
+        "the generation prompt, BOS prepended, response = the templated turn + EOS; prompt cut to its "
+        "last max_prompt_length tokens, then responses to max_length − max_prompt_length); clean: "
+        "the tokens the policy generated + EOS after the generation prompt, responses cut to fit")
+    last_batch: Literal["partial", "wrap"] = Field(
+        "wrap", description="partial: each epoch ends with the examples left over (official, as "
+        "one process of Hugging Face's Trainer does); wrap: every step is a full global batch, "
+        "the last one taking from the next epoch's permutation")
     optimizer: Literal["rmsprop", "adamw"] = "rmsprop"
     learning_rate: float = Field(5e-7, gt=0)
     lr_scheduler: Literal["linear", "constant"] = "linear"
@@ -188,6 +212,7 @@ class RunConfig(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     training: TrainingConfig = TrainingConfig()
     prompts: PromptsConfig
+    preferences: PreferencesConfig = PreferencesConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     vllm: VLLMConfig = VLLMConfig()
     ranker: str = "pairrm"

@@ -70,8 +70,25 @@ def close() -> None:
         dist.destroy_process_group()
 
 
-def accelerate_config(name: str | None) -> Path | None:
-    """A shipped accelerate config by name (``zero3``, ``fsdp``) or the path of the user's own."""
+def exit_launched() -> None:
+    """End a launched process that finished its work: leave the group, flush, and exit at once.
+
+    Even after :func:`close`, gloo's threads can abort a process during the interpreter's
+    shutdown (seen in 2 of ~20 two-process runs), turning a finished stage into a failed launch;
+    ``os._exit`` skips that shutdown. Only for ``python -m`` entry points under ``accelerate launch``.
+    """
+    close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def accelerate_config(name: str | None, device: str | None = None) -> Path | None:
+    """A shipped accelerate config by name (``zero3``, ``fsdp``) or the path of the user's own.
+
+    On ``device="cpu"`` an FSDP config is refused: accelerate (1.15) builds its FSDP plugin only
+    where a GPU-like device exists ("no available devices found"); DeepSpeed and DDP run on CPU.
+    """
     if name is None:
         return None
     shipped = CONFIG_DIR / f"{name}.yaml"
@@ -79,14 +96,29 @@ def accelerate_config(name: str | None) -> Path | None:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
         raise ConfigError(f"accelerate config {name!r} is neither a shipped one ({known}) nor a file")
+    if device == "cpu":
+        import yaml
+
+        kind = (yaml.safe_load(path.read_text()) or {}).get("distributed_type")
+        if kind == "FSDP":
+            raise ConfigError(f"accelerate config {name!r} asks for FSDP, which accelerate runs only "
+                              "on GPUs (and other accelerators); on CPU use zero3 (DeepSpeed) or "
+                              "no --accelerate-config (DDP)")
     return path
 
 
+MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
+
+
 def launch_command(module: str, args: list[str], processes: int, config: Path | None = None,
-                   port: int | None = None) -> list[str]:
+                   port: int | None = None, dtype: str | None = None) -> list[str]:
+    """``accelerate launch`` of ``module``; with a config, ``dtype`` (the training's compute dtype)
+    overrides the config's ``mixed_precision``, so DeepSpeed computes in the dtype the run asked for."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
     if config is not None:
         cmd += ["--config_file", str(config)]
+        if dtype is not None:
+            cmd += ["--mixed_precision", MIXED_PRECISION[dtype]]
     elif processes > 1:
         # torchrun-style processes; on a CPU-only machine they join a gloo group (accelerate's own
         # --cpu launcher would need MPI for more than one process).
@@ -97,12 +129,12 @@ def launch_command(module: str, args: list[str], processes: int, config: Path | 
 
 
 def run_module(module: str, request: Any, req_path: Path, out_path: Path, processes: int,
-               config: str | None = None, what: str = "stage") -> Any:
+               config: str | None = None, what: str = "stage", dtype: str | None = None) -> Any:
     """Write ``request`` as JSON, run ``accelerate launch ... -m module REQUEST RESULT`` and return
     the JSON its main process wrote. Both files are removed afterwards, whatever happens; a
     failing process raises, naming the command."""
     cmd = launch_command(module, [str(req_path), str(out_path)], processes,
-                         accelerate_config(config))
+                         accelerate_config(config), dtype=dtype)
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     write_json(req_path, request)

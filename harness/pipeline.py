@@ -26,14 +26,14 @@ from harness.artifacts import (
     write_json,
     write_jsonl,
 )
-from harness.config import RunConfig
+from harness.config import RunConfig, deep_merge
 from harness.errors import ConfigError, DataError, RunStateError
 from harness.faults import crash_point
 from harness.generate import Generation, Sampling
 from harness.models import load_tokenizer, resolve_source
-from harness.probabilities import check_preferences, preference_row
+from harness.probabilities import check_preferences, row_from_scores
 from harness.prompts import Prompt, heldout_prompts, iteration_prompts
-from harness.rank import Ranker, check_ranker, get_ranker
+from harness.rank import Ranker, check_ranker, get_ranker, score_pairwise
 from harness.run_dir import RunDir
 from harness.under_test import ModelUnderTest, choose_backend, open_model
 from trainers import TrainRequest, get_trainer, launch
@@ -74,6 +74,16 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return out
 
 
+# Settings added after runs were made, at the values such runs used (what they did before).
+_ADDED_SETTINGS = {"preferences": {"probabilities": "scores", "ties": "distinct"},
+                   "training": {"layout": "clean", "last_batch": "wrap"}}
+
+
+def _stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's stored configuration, with the settings it predates at what it did."""
+    return deep_merge(_ADDED_SETTINGS, config)
+
+
 class SPPORun:
     def __init__(self, config: RunConfig, options: RunOptions) -> None:
         self.config = config
@@ -93,7 +103,7 @@ class SPPORun:
                     "--out to start a new one"
                 )
             self.dir.load()
-            diff = _config_diff(self.dir.meta["config"], snapshot)
+            diff = _config_diff(_stored_config(self.dir.meta["config"]), snapshot)
             if diff:
                 raise RunStateError(
                     f"{self.dir.meta_path}: the run was started with another configuration; "
@@ -213,6 +223,9 @@ class SPPORun:
                 "num_tokens": g.num_tokens, "finished": g.finished, "generator": generator,
                 "sampling": sampling.as_dict(seed_rule)}
 
+    def _pairwise(self) -> bool:
+        return self.config.preferences.probabilities == "pairwise"
+
     def _rank(self, t: int) -> dict[str, Any]:
         rows = read_jsonl(self.dir.generations(t))
         k = self.config.sampling.k
@@ -225,54 +238,79 @@ class SPPORun:
         resumed = 0
         if n > 1:
             name = self.config.ranker
-            scores = sharded.score(name, [r["prompt"] for r in rows], [r["responses"] for r in rows],
-                                   self._ranker_kwargs(), work=self.dir.iter_dir(t), processes=n,
-                                   config=self.opts.accelerate_config)
+            ranked = self._rank_sharded(rows, t, n)
             details: dict[str, Any] = {}
         else:  # fixed chunks of prompts into a partial file: a crash loses one chunk at most
             ranker = self._get_ranker()
             name = ranker.name
             partial = partial_path(self.dir.scores(t))
-            done = {r["prompt_id"]: r["scores"] for r in read_partial_jsonl(partial)}
+            # (a row without the matrix this estimator needs is ranked again)
+            done = {r["prompt_id"]: r for r in read_partial_jsonl(partial)
+                    if not self._pairwise() or "pairwise" in r}
             resumed = len(done)
             for start in range(0, len(rows), RANK_CHUNK):
                 chunk = rows[start:start + RANK_CHUNK]
                 if all(r["prompt_id"] in done for r in chunk):
                     continue
-                got = ranker.score([r["prompt"] for r in chunk], [r["responses"] for r in chunk])
-                append_jsonl(partial, ({"prompt_id": r["prompt_id"], "scores": s}
-                                       for r, s in zip(chunk, got, strict=True)))
-                done.update({r["prompt_id"]: s for r, s in zip(chunk, got, strict=True)})
+                got = self._rank_chunk(ranker, chunk)
+                append_jsonl(partial, got)
+                done.update({r["prompt_id"]: r for r in got})
                 crash_point("rank/chunk")
-            scores = [done[r["prompt_id"]] for r in rows]
+            ranked = [done[r["prompt_id"]] for r in rows]
             details = dict(getattr(ranker, "details", {}))
-        write_jsonl(self.dir.scores(t), (
-            {"prompt_id": r["prompt_id"], "scores": s, "ranker": name}
-            for r, s in zip(rows, scores, strict=True)))
+        write_jsonl(self.dir.scores(t), ({**r, "ranker": name} for r in ranked))
         partial_path(self.dir.scores(t)).unlink(missing_ok=True)
         return {"ranker": name, "ranker_dtype": self.config.sampling.dtype, "processes": n,
-                "resumed_prompts": resumed, **({"ranker_details": details} if details else {})}
+                "probabilities": self.config.preferences.probabilities, "resumed_prompts": resumed,
+                **({"ranker_details": details} if details else {})}
+
+    @staticmethod
+    def _score_rows(rows: list[dict[str, Any]], scores: list[list[float]],
+                    matrices: list[list[list[float]]] | None = None) -> list[dict[str, Any]]:
+        """``scores.jsonl`` rows (less the ranker's name): scores, and the pairwise matrix if any."""
+        if matrices is None:
+            return [{"prompt_id": r["prompt_id"], "scores": s} for r, s in zip(rows, scores, strict=True)]
+        return [{"prompt_id": r["prompt_id"], "scores": s, "pairwise": m}
+                for r, s, m in zip(rows, scores, matrices, strict=True)]
+
+    def _rank_chunk(self, ranker: Ranker, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        prompts, cands = [r["prompt"] for r in chunk], [r["responses"] for r in chunk]
+        if self._pairwise():
+            return self._score_rows(chunk, *score_pairwise(ranker, prompts, cands))
+        return self._score_rows(chunk, ranker.score(prompts, cands))
+
+    def _rank_sharded(self, rows: list[dict[str, Any]], t: int, n: int) -> list[dict[str, Any]]:
+        args = (self.config.ranker, [r["prompt"] for r in rows], [r["responses"] for r in rows],
+                self._ranker_kwargs())
+        kw = {"work": self.dir.iter_dir(t), "processes": n, "config": self.opts.accelerate_config}
+        if self._pairwise():
+            return self._score_rows(rows, *sharded.score_pairwise(*args, **kw))
+        return self._score_rows(rows, sharded.score(*args, **kw))
 
     def _probabilities(self, t: int) -> dict[str, Any]:
         gens = read_jsonl(self.dir.generations(t))
         scores = {r["prompt_id"]: r for r in read_jsonl(self.dir.scores(t))}
+        prefs = self.config.preferences
         rows = []
         for g in gens:
             if g["prompt_id"] not in scores:
                 raise DataError(f"{self.dir.scores(t)}: no scores for prompt {g['prompt_id']}")
             try:
-                rows.append(preference_row(g["prompt_id"], g["prompt"], g["responses"],
-                                           scores[g["prompt_id"]]["scores"]))
+                rows.append(row_from_scores(g, scores[g["prompt_id"]], prefs.probabilities, prefs.ties))
             except DataError as exc:
                 raise DataError(f"{self.dir.scores(t)}: {exc}") from None
         write_jsonl(self.dir.preferences(t), rows)
         mean_gap = sum(r["chosen_probs"] for r in rows) / len(rows)
-        return {"pairs": len(rows), "mean_chosen_probs": mean_gap}
+        return {"pairs": len(rows), "mean_chosen_probs": mean_gap,
+                "probabilities": prefs.probabilities, "ties": prefs.ties,
+                "same_chosen_and_rejected": sum(r["chosen_index"] == r["rejected_index"] for r in rows)}
 
     def _train(self, t: int) -> dict[str, Any]:
+        prefs = self.config.preferences
         check_preferences(read_jsonl(self.dir.preferences(t)), read_jsonl(self.dir.generations(t)),
-                          {r["prompt_id"]: r["scores"] for r in read_jsonl(self.dir.scores(t))},
-                          str(self.dir.preferences(t)))
+                          {r["prompt_id"]: r for r in read_jsonl(self.dir.scores(t))},
+                          str(self.dir.preferences(t)), probabilities=prefs.probabilities,
+                          ties=prefs.ties)
         self._release()  # free the model under test (and shut vLLM down) before training
         trainer = get_trainer(self.config.trainer)
         ckpt = self.dir.checkpoint(t)
@@ -330,6 +368,8 @@ class SPPORun:
         write_jsonl(out / "scores.jsonl", (
             {"prompt_id": b["prompt_id"], "base_score": s[0], "score": s[1]}
             for b, s in zip(base, scores, strict=True)))
+        # from the ranker's scores under either preferences.probabilities: the estimator shapes
+        # training, not this measurement, so it is not part of the protocol ("judge" names the ranker)
         metrics = evaluate.win_rate([s[0] for s in scores], [s[1] for s in scores])
         sampling = self._eval_sampling().as_dict()
         results = {
@@ -446,11 +486,9 @@ class SPPORun:
             raise ConfigError("--iters must be at least 1")
         for t in range(1, self.opts.iters + 1):
             self.config.prompt_source(t)  # fail now, not after hours of work
-        get_trainer(self.config.trainer)
-        if self.config.training.save_steps and self.config.trainer != "native":
-            raise ConfigError(f"training.save_steps (mid-iteration resume) is implemented by the "
-                              f"native trainer only, not {self.config.trainer!r}; set it to 0 or use "
-                              "--trainer native")
+        trainer = get_trainer(self.config.trainer)
+        if hasattr(trainer, "check"):  # what the backend cannot do, before any work
+            trainer.check(self.config.training)
         if self.opts.launcher == "accelerate":
             n, tc = self.opts.num_processes, self.config.training
             if n < 1:
@@ -459,8 +497,8 @@ class SPPORun:
                 raise ConfigError(
                     f"training.global_batch_size ({tc.global_batch_size}) must be a multiple of "
                     f"per_device_batch_size × --num-processes ({tc.per_device_batch_size} × {n})")
-            distributed.accelerate_config(self.opts.accelerate_config)
-        check_ranker(self.config.ranker)
+            distributed.accelerate_config(self.opts.accelerate_config, self.opts.device)
+        check_ranker(self.config.ranker, pairwise=self._pairwise())
         if "alpaca_eval" in self.config.evaluation.benchmarks:
             from harness.benchmarks import alpaca_eval
 
@@ -492,8 +530,9 @@ class SPPORun:
         heldout = heldout_prompts(self.config)
         # every iteration's prompts read now: a bad source fails before any model is loaded
         prompts_of = {t: iteration_prompts(self.config, t) for t in range(1, self.opts.iters + 1)}
-        for prompts in prompts_of.values():  # (checkpoints keep the base's tokenizer)
-            self._check_prompt_lengths(prompts, self.base_path)
+        if self.config.training.layout == "clean":  # (the official layout cuts long prompts)
+            for prompts in prompts_of.values():  # (checkpoints keep the base's tokenizer)
+                self._check_prompt_lengths(prompts, self.base_path)
         benchmarks = self.config.evaluation.benchmarks
         base_steps = self._benchmark_stages(0)
         if evaluate.BENCHMARK in benchmarks:  # the base's held-out answers, while it is loaded

@@ -14,12 +14,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness import distributed
+from harness import distributed, rank
 from harness.artifacts import write_json
 from harness.generate import Generation, Sampling
 from harness.plugins import load_plugins
 from harness.prompts import Prompt
-from harness.rank import get_ranker
+from harness.rank import Matrix, get_ranker
 
 
 def _run(kind: str, spec: dict[str, Any], work: Path, processes: int,
@@ -42,8 +42,18 @@ def score(ranker: str, prompts: list[str], candidates: list[list[str]], ranker_k
           *, work: Path, processes: int, config: str | None = None) -> list[list[float]]:
     """``ranker_kwargs`` as :func:`harness.rank.get_ranker` takes them (``device`` included)."""
     spec = {"ranker": ranker, "prompts": prompts, "candidates": candidates,
-            "ranker_kwargs": ranker_kwargs, "device": ranker_kwargs["device"]}
+            "ranker_kwargs": ranker_kwargs, "device": ranker_kwargs["device"], "pairwise": False}
     return _run("rank", spec, work, processes, config)
+
+
+def score_pairwise(ranker: str, prompts: list[str], candidates: list[list[str]],
+                   ranker_kwargs: dict[str, Any], *, work: Path, processes: int,
+                   config: str | None = None) -> tuple[list[list[float]], list[Matrix]]:
+    """Scores and pairwise probability matrices (:func:`harness.rank.score_pairwise`)."""
+    spec = {"ranker": ranker, "prompts": prompts, "candidates": candidates,
+            "ranker_kwargs": ranker_kwargs, "device": ranker_kwargs["device"], "pairwise": True}
+    rows = _run("rank", spec, work, processes, config)
+    return [r["scores"] for r in rows], [r["pairwise"] for r in rows]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,8 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         ranker = get_ranker(spec["ranker"], **{**spec["ranker_kwargs"], "device": device,
                                                "progress": False})
-        result = ranker.score(distributed.shard(spec["prompts"]),
-                              distributed.shard(spec["candidates"]))
+        prompts, candidates = distributed.shard(spec["prompts"]), distributed.shard(spec["candidates"])
+        if spec.get("pairwise"):
+            scores, matrices = rank.score_pairwise(ranker, prompts, candidates)
+            result = [{"scores": s, "pairwise": m} for s, m in zip(scores, matrices, strict=True)]
+        else:
+            result = ranker.score(prompts, candidates)
     result = distributed.gather(result)
     if state.is_main_process:
         write_json(Path(out_path), result)
@@ -77,3 +91,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    distributed.exit_launched()

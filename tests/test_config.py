@@ -104,3 +104,16 @@ def test_help_states_each_default_once() -> None:
     run = " ".join(commands["run"].format_help().split())
     assert "data order (default: 0)" in run and "(default: full)" in run
     assert run.count("default: full") == 1
+
+
+@pytest.mark.parametrize("base", ["mistral-7b", "llama-3-8b", "gemma-2-9b"])
+def test_paper_recipes_train_as_uclaml_sppo_does(base: str) -> None:
+    # uclaml/SPPO 5e61c4e: sppo/trainer.py's tokenisation (tests/test_official_layout.py), no
+    # max_grad_norm in recipes/uclaml-sppo/config_full.yaml (transformers' default, 1.0), Hugging
+    # Face's epochs with a short last step (tests/test_schedule.py), scripts/compute_prob.py's
+    # σ(s_i − s_j) and np.argmax / np.argmin (tests/test_probabilities.py)
+    cfg = load_config(base)
+    t = cfg.training
+    assert (t.layout, t.max_grad_norm, t.last_batch) == ("official", 1.0, "partial")
+    assert (cfg.preferences.probabilities, cfg.preferences.ties) == ("scores", "first")
+    assert (t.max_length, t.max_prompt_length) == (1024, 512)

@@ -33,7 +33,7 @@ def _transcribed(name: str, b: PreferenceBatch, beta: float) -> list[float]:
             v = (logits_w - 0.5 / beta) ** 2 + (logits_l + 0.5 / beta) ** 2
         elif name == "sigmoid":
             v = math.log1p(math.exp(-beta * (logits_w - logits_l)))
-        elif name == "ipo":
+        elif name in ("ipo", "ipo_mean"):  # (ipo_mean: the trainers average before the loss)
             v = ((logits_w - logits_l) - 1 / (2 * beta)) ** 2
         out.append(v)
     return out

@@ -82,3 +82,22 @@ def test_bad_probability_is_named(tmp_path: Path, tiny_model_dir: Path, bad) -> 
     prefs.write_text("".join(json.dumps(r) + "\n" for r in [ROWS[0], {**ROWS[1], "chosen_probs_lose": bad}]))
     with pytest.raises(DataError, match=r"row 1 \(b\) has chosen_probs_lose="):
         load_pairs(prefs, load_tokenizer(str(tiny_model_dir)), 128, 64)
+
+
+def test_a_short_last_step_takes_the_mean_over_its_own_examples(tmp_path: Path,
+                                                                 tiny_model_dir: Path) -> None:
+    # At a learning rate too small to move the policy, every log-ratio stays 0 and an SPPO step's
+    # loss is the mean of ½[(η(P_win − ½))² + (η(P_lose − ½))²] over the examples it took.
+    from training_runs import rows, train
+
+    from trainers.data import plan
+
+    cfg = {"epochs": 1, "last_batch": "partial", "global_batch_size": 12, "learning_rate": 1e-12}
+    result, log = train(tmp_path, tiny_model_dir, "native", "partial", **cfg)
+    batches = plan(16, TrainingConfig(**{"per_device_batch_size": 2, **cfg}), seed=3).batches
+    assert [len(b) for b in batches] == [12, 4] and [r["epoch"] for r in log] == [0.75, 1.0]
+    eta, data = 1 / 0.1, rows()
+    want = [sum(0.5 * ((eta * (data[i]["chosen_probs_win"] - 0.5)) ** 2
+                       + (eta * (data[i]["chosen_probs_lose"] - 0.5)) ** 2) for i in b) / len(b)
+            for b in batches]
+    assert result.losses == pytest.approx(want, rel=1e-4)

@@ -230,22 +230,28 @@ def test_agreement_cli_with_a_reward_model(tiny_rm_dir: Path, tmp_path: Path,
 
 
 # --- rankers inside a run ---------------------------------------------------------------------
-def _tiny_run(tmp_path: Path, model: Path, ranker: str) -> Path:
+def _tiny_config(tmp_path: Path, model: Path, ranker: str, k: int = 2) -> Path:
     import yaml
 
-    from harness.config import load_config
-    from harness.pipeline import RunOptions, SPPORun
-
     cfg = {"name": "tiny-ranker", "model": {"source": str(model)},
-           "sampling": {"k": 2, "seeds": [0, 1], "max_new_tokens": 5, "batch_size": 4, "dtype": "float32"},
+           "sampling": {"k": k, "seeds": list(range(k)), "max_new_tokens": 5, "batch_size": 4,
+                        "dtype": "float32"},
            "training": {"learning_rate": 1e-3, "global_batch_size": 2, "per_device_batch_size": 2,
                         "max_length": 256, "max_prompt_length": 192, "dtype": "float32"},
            "prompts": {"iterations": ["embedded"], "per_iteration": 3, "heldout_size": 2},
            "ranker": ranker}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _tiny_run(tmp_path: Path, model: Path, ranker: str) -> Path:
+    from harness.config import load_config
+    from harness.pipeline import RunOptions, SPPORun
+
     out = tmp_path / "run"
-    SPPORun(load_config(str(path)), RunOptions(iters=1, out=out, progress=False)).run()
+    SPPORun(load_config(str(_tiny_config(tmp_path, model, ranker))),
+            RunOptions(iters=1, out=out, progress=False)).run()
     return out
 
 
@@ -279,3 +285,115 @@ def test_run_with_an_endpoint_judge_ranker(tiny_model_dir: Path, tmp_path: Path,
         assert 0 < len(srv.requests) == len(distinct) <= 3 * 2 + 2 * 2
     stage = read_json(out / "run.json")["stages"]["iter-1/rank"]
     assert stage["ranker"] == f"judge:{judge}" and stage["ranker_details"]["unparseable"] == 0
+
+
+# --- pairwise probabilities (preferences.probabilities: pairwise) -----------------------------
+def test_pairwise_judge_ranker_probabilities_symmetrised_against_hand_computed_values(
+        tmp_path: Path) -> None:
+    # The longer answer wins, except "hi" vs "yo": "[[A]]" with "hi" first, no verdict with "yo" first.
+    def reply(messages: list[dict]) -> str:
+        user = messages[-1]["content"]
+        a = user.split("[The Start of Assistant A's Answer]\n")[1].split("\n[The End")[0]
+        b = user.split("[The Start of Assistant B's Answer]\n")[1].split("\n[The End")[0]
+        if {a, b} == {"hi", "yo"}:
+            return "[[A]]" if a == "hi" else "I cannot decide."
+        return "[[A]]" if len(a) > len(b) else "[[B]]"
+
+    cands = ["hi", "hello there", "yo", "hey"]
+    with FakeOpenAI(reply=reply) as srv:
+        judge, cfg = _server_judge(srv, tmp_path)
+        ranker = JudgeRanker(judge, cfg, "fake", pairwise=True, progress=False,
+                             cache=JudgmentCache(tmp_path / "c.jsonl"))
+        scores, (p,) = ranker.score_pairwise(["Say hi."], [cands])
+        assert len(srv.requests) == 12  # K(K-1) ordered games, asked once for both outputs
+        assert ranker.score(["Say hi."], [cands]) == scores and len(srv.requests) == 12
+    assert ranker.details["unparseable"] == 2  # (counted by each call)
+    # P_ij = ½(σ(C_ij) + σ(−C_ji)), a stated winner C = ±ln 19 (σ = 0.95 / 0.05), no verdict C = 0:
+    #   P(hi ≻ yo)  = ½(σ(ln 19) + σ(−0))     = ½(0.95 + 0.5)  = 0.725
+    #   P(yo ≻ hi)  = ½(σ(0) + σ(−ln 19))     = ½(0.5 + 0.05)  = 0.275
+    #   longer ≻ shorter = ½(σ(ln 19) + σ(ln 19)) = 0.95, shorter ≻ longer = 0.05
+    want = [[0.5, 0.05, 0.725, 0.05],
+            [0.95, 0.5, 0.95, 0.95],
+            [0.275, 0.05, 0.5, 0.05],
+            [0.95, 0.05, 0.95, 0.5]]
+    for i in range(4):
+        assert p[i][i] == 0.5
+        for j in range(4):
+            assert p[i][j] + p[j][i] == pytest.approx(1.0, abs=1e-15)
+            assert p[i][j] == pytest.approx(want[i][j], abs=1e-12), (i, j)
+
+
+def test_pointwise_rankers_refuse_pairwise_probabilities_before_any_work(
+        tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from harness.errors import ConfigError
+    from harness.rank import check_ranker, score_pairwise
+
+    for name in ("judge-single:nonexistent.yaml", f"reward:{tmp_path}", "smollm-judge", "smollm-pmi"):
+        with pytest.raises(ConfigError, match=rf"ranker '{name}' is pointwise only .*probabilities: "
+                                              r"pairwise needs a ranker that compares"):
+            check_ranker(name, pairwise=True)
+    check_ranker("pairrm", pairwise=True)  # (needs llm-blender, installed here)
+    # through `harness run`: refused before the run directory exists
+    out = tmp_path / "run"
+    cfg = _tiny_config(tmp_path, tiny_model_dir, "smollm-pmi")
+    assert main(["run", "--base", str(cfg), "--iters", "1", "--out", str(out), "--no-progress",
+                 "--probabilities", "pairwise"]) == 2
+    assert "error: ranker 'smollm-pmi' is pointwise only" in capsys.readouterr().err
+    assert not out.exists()
+    # a ranker object without pairwise comparisons, and a pointwise judge, refuse too
+    with FakeOpenAI() as srv:
+        judge, jcfg = _server_judge(srv, tmp_path)
+        single = JudgeRanker(judge, jcfg, "fake", pairwise=False, progress=False,
+                             cache=JudgmentCache(tmp_path / "c.jsonl"))
+        with pytest.raises(ConfigError, match="ranker 'judge-single:fake' is pointwise only"):
+            score_pairwise(single, ["q"], [["a", "b"]])
+        assert not srv.requests
+
+    class Pointwise:
+        name = "plugin-ranker"
+
+        def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+            return [[0.0] * len(c) for c in candidates]
+
+    with pytest.raises(ConfigError, match="ranker 'plugin-ranker' is pointwise only"):
+        score_pairwise(Pointwise(), ["q"], [["a", "b"]])
+
+
+def test_cli_run_with_a_judge_ranker_and_pairwise_probabilities(
+        tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.artifacts import read_json, read_jsonl
+
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
+
+    def longer(messages: list[dict]) -> str:  # the longer answer wins, equal lengths tie
+        user = messages[-1]["content"]
+        a = user.split("[The Start of Assistant A's Answer]\n")[1].split("\n[The End")[0]
+        b = user.split("[The Start of Assistant B's Answer]\n")[1].split("\n[The End")[0]
+        return "[[A]]" if len(a) > len(b) else "[[B]]" if len(b) > len(a) else "[[C]]"
+
+    with FakeOpenAI(reply=longer) as srv:
+        judge = tmp_path / "endpoint.yaml"
+        judge.write_text(json.dumps({"model": "fake-judge", "base_url": srv.url, "api_key_env": None,
+                                     "max_tokens": 64, "concurrency": 4}))
+        out = tmp_path / "run"
+        cfg = _tiny_config(tmp_path, tiny_model_dir, f"judge:{judge}", k=3)
+        assert main(["run", "--base", str(cfg), "--iters", "1", "--out", str(out), "--device", "cpu",
+                     "--no-progress", "--probabilities", "pairwise"]) == 0
+    meta = read_json(out / "run.json")
+    assert meta["config"]["preferences"] == {"probabilities": "pairwise", "ties": "distinct"}
+    assert meta["stages"]["iter-1/probabilities"]["probabilities"] == "pairwise"
+    gens = read_jsonl(out / "iter-1" / "generations.jsonl")
+    ranked = read_jsonl(out / "iter-1" / "scores.jsonl")
+    prefs = read_jsonl(out / "iter-1" / "preferences.jsonl")
+    assert any(len(set(map(len, g["responses"]))) > 1 for g in gens)  # some game has a winner
+    for g, r, pref in zip(gens, ranked, prefs, strict=True):
+        n = [len(x) for x in g["responses"]]
+        # both orders agree: 0.95 for the longer, 0.5 for equal lengths
+        want = [[0.5 if a == b else 0.95 if a > b else 0.05 for b in n] for a in n]
+        assert [x for row in r["pairwise"] for x in row] == pytest.approx(
+            [x for row in want for x in row], abs=1e-12)
+        means = [sum(row) / 3 for row in want]
+        w = means.index(max(means))
+        lo = max(i for i in range(3) if means[i] == min(means))  # ties: distinct (the last lowest)
+        assert (pref["chosen_index"], pref["rejected_index"]) == (w, lo)
+        assert pref["chosen_probs"] == pytest.approx(want[w][lo], abs=1e-12)

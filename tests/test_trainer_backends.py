@@ -7,52 +7,10 @@ tokens in the same order (``trainers.data``), so their per-step losses must agre
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
-
-from harness.artifacts import read_jsonl, write_jsonl
-from harness.config import TrainingConfig
-from trainers import TrainRequest, get_trainer, launch
-from trainers.base import TrainResult
-
-
-def _rows(n: int = 16) -> list[dict]:
-    rnd = random.Random(0)
-    words_good, words_bad = ["good", "fine", "yes", "clear", "kind"], ["bad", "no", "meh"]
-    return [{
-        "prompt_id": str(i),
-        "prompt": f"Question {i}: tell me about {rnd.choice(['cats', 'dogs', 'maths'])}.",
-        "chosen": " ".join(rnd.choice(words_good) for _ in range(rnd.randint(2, 9))),
-        "rejected": " ".join(rnd.choice(words_bad) for _ in range(rnd.randint(1, 7))),
-        "chosen_probs": rnd.uniform(0.5, 1.0),
-        "chosen_probs_win": rnd.uniform(0.5, 1.0),
-        "chosen_probs_lose": rnd.uniform(0.0, 0.5),
-    } for i in range(n)]
-
-
-def train(tmp: Path, model_dir: Path, trainer: str, name: str, processes: int = 0,
-          **overrides) -> tuple[TrainResult, list[dict]]:
-    prefs = tmp / "preferences.jsonl"
-    if not prefs.exists():
-        write_jsonl(prefs, _rows())
-    cfg = TrainingConfig(**{"loss": "sppo", "learning_rate": 1e-3, "global_batch_size": 8,
-                            "per_device_batch_size": 2, "max_length": 128,
-                            "max_prompt_length": 64, "dtype": "float32", "beta": 0.1,
-                            "epochs": 5, **overrides})
-    out = tmp / name
-    out.mkdir()
-    request = TrainRequest(model_path=str(model_dir), reference_path=str(model_dir),
-                           preferences=prefs, output_dir=out, log_path=tmp / f"{name}.jsonl",
-                           config=cfg, seed=3, progress=False)
-    result = launch.run(trainer, request, processes) if processes else get_trainer(trainer).train(request)
-    return result, read_jsonl(tmp / f"{name}.jsonl")
-
-
-def rel_diff(a: list[float], b: list[float]) -> float:
-    assert len(a) == len(b) and a
-    return max(abs(x - y) / abs(x) for x, y in zip(a, b, strict=True))
+from training_runs import rel_diff, train
 
 
 @pytest.mark.parametrize("loss", ["sppo", "sigmoid"])
@@ -71,9 +29,10 @@ def test_native_and_trl_agree_for_ten_steps(tmp_path: Path, tiny_model_dir: Path
     assert native.logratios_after["chosen"] == pytest.approx(trl.logratios_after["chosen"], rel=1e-3)
 
 
-@pytest.mark.parametrize("loss", ["sppo_hard", "ipo"])
+@pytest.mark.parametrize("loss", ["sppo_hard", "ipo_mean", "ipo"])
 def test_trl_own_losses_match_native(tmp_path: Path, tiny_model_dir: Path, loss: str) -> None:
-    # TRL computes these with its own loss code (only sppo/sppo_single are ours in the trl backend).
+    # TRL computes sppo_hard and ipo_mean (its "ipo", on per-token means) with its own loss code;
+    # ipo (official SPPO's, on sums) is ours there too, on TRL's summed log-probabilities.
     native, _ = train(tmp_path, tiny_model_dir, "native", "native", loss=loss, epochs=2)
     trl, _ = train(tmp_path, tiny_model_dir, "trl", "trl", loss=loss, epochs=2)
     assert rel_diff(native.losses, trl.losses) < 1e-4

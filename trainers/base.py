@@ -1,7 +1,8 @@
 """The trainer plug point: (policy, reference, preference pool, hyper-parameters) → checkpoint.
 
 A backend is a class with a ``name`` and ``train(request) -> TrainResult``, registered with
-:func:`register`. The harness only ever calls :func:`get_trainer`.
+:func:`register`; an optional ``check(config)`` refuses, before a run does any work, training
+settings the backend does not support. The harness only ever calls :func:`get_trainer`.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class TrainResult:
     logratios_before: dict[str, float] = field(default_factory=dict)
     logratios_after: dict[str, float] = field(default_factory=dict)
     resumed_from_step: int = 0  # steps taken from a saved state of an interrupted run
+    strategy: str = ""  # how the processes shared the work: accelerate's distributed type
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -6,7 +6,8 @@ Notation: a_w = log π(y_w|x) − log π_ref(y_w|x), a_l likewise for y_l, η = 
 - ``sppo_single`` ½[(a_w − η(P_wl − ½))² + (a_l + η(P_wl − ½))²]       (official SPPO)
 - ``sppo_hard``   (a_w − ½η)² + (a_l + ½η)²                           (TRL DPOTrainer)
 - ``sigmoid``     −log σ(β(a_w − a_l))                                  (DPO)
-- ``ipo``         (a_w − a_l − ½η)²   on length-averaged log-probs      (IPO, as TRL)
+- ``ipo``         (a_w − a_l − ½η)²                                     (official SPPO's IPO)
+- ``ipo_mean``    (a_w − a_l − ½η)²   on length-averaged log-probs      (IPO, as TRL)
 
 P_win = ``chosen_probs_win``, P_lose = ``chosen_probs_lose``, P_wl = ``chosen_probs``.
 """
@@ -68,7 +69,8 @@ LOSSES: dict[str, Callable[[PreferenceBatch, float], Tensor]] = {
     "sppo_hard": sppo_hard,
     "sigmoid": sigmoid,
     "ipo": ipo,
+    "ipo_mean": ipo,  # the same formula; the trainers average the log-probs first
 }
 
 # Losses defined on per-token average log-probabilities rather than sums.
-LENGTH_NORMALIZED = frozenset({"ipo"})
+LENGTH_NORMALIZED = frozenset({"ipo_mean"})

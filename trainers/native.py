@@ -32,7 +32,7 @@ from harness.faults import crash_point
 from harness.logprobs import sequence_logps
 from harness.models import load_model
 from trainers.base import NonFiniteLossError, TrainRequest, TrainResult, register
-from trainers.data import autocast, collate, pair_logps, prepare
+from trainers.data import accelerator, autocast, collate, pair_logps, prepare, strategy
 from trainers.losses import LENGTH_NORMALIZED, LOSSES, PreferenceBatch
 
 
@@ -49,8 +49,7 @@ class NativeTrainer:
     def train(self, request: TrainRequest) -> TrainResult:
         cfg = request.config
         tok, pairs, schedule = prepare(request)
-        acc = Accelerator(cpu=request.device == "cpu",
-                          gradient_accumulation_steps=schedule.accumulation)
+        acc = accelerator(request.device, schedule.accumulation)
         torch.manual_seed(request.seed)
         normalize = cfg.loss in LENGTH_NORMALIZED
         micro, pad = cfg.per_device_batch_size, tok.pad_token_id
@@ -61,8 +60,11 @@ class NativeTrainer:
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
-        if acc.state.deepspeed_plugin is not None:  # no data loader is prepared to infer it from
-            acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro
+        if acc.state.deepspeed_plugin is not None:
+            ds = acc.state.deepspeed_plugin.deepspeed_config
+            ds["train_micro_batch_size_per_gpu"] = micro  # no data loader to infer it from
+            # DeepSpeed clips by itself; accelerate would fill "auto" with 1.0 whatever was asked
+            ds["gradient_clipping"] = cfg.max_grad_norm or 0.0
         opt = _optimizer([p for p in model.parameters() if p.requires_grad], cfg)
         model, opt = acc.prepare(model, opt)
         if request.reference_path == request.model_path:
@@ -82,7 +84,8 @@ class NativeTrainer:
             sched = get_constant_schedule_with_warmup(opt, warmup)
 
         loss_fn = LOSSES[cfg.loss]
-        result = TrainResult(steps=schedule.steps, examples=len(pairs), tokens=0, seconds=0.0)
+        result = TrainResult(steps=schedule.steps, examples=len(pairs), tokens=0, seconds=0.0,
+                             strategy=strategy(acc))
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
         saving = bool(cfg.save_steps and request.state_dir is not None)
         kept_log: list[str] = []
@@ -108,7 +111,13 @@ class NativeTrainer:
             for step in range(result.resumed_from_step, schedule.steps):
                 # loss, chosen and rejected log-ratio sums, tokens: this process's share
                 sums = torch.zeros(4, dtype=torch.float64)
-                for mb in schedule.micro_batches(step, acc.process_index):
+                # each micro-batch's loss is its counted examples' sum over this divisor: after
+                # accelerate's division by the accumulation and the mean over processes, the step
+                # takes the mean over its examples (the micro-batch mean when the step is full)
+                size = len(schedule.batches[step])
+                divisor = size / (schedule.accumulation * acc.num_processes)
+                for micro_batch in schedule.micro_batches(step, acc.process_index):
+                    mb, n = micro_batch.indices, micro_batch.counted
                     batch = {k: v.to(acc.device) for k, v in
                              collate([pairs[i] for i in mb], pad).items()}
                     with acc.accumulate(model), autocast(acc.device, cfg.dtype):
@@ -129,34 +138,36 @@ class NativeTrainer:
                             raise NonFiniteLossError(
                                 f"non-finite loss at step {step + 1}, prompts {bad}; "
                                 "no checkpoint was written for this iteration")
-                        acc.backward(losses.mean())
+                        acc.backward(losses[:n].sum() / divisor)
+                    rows = batch["attention_mask"][list(range(n)) + list(range(len(mb), len(mb) + n))]
                     sums += torch.tensor([
-                        float(losses.detach().sum()),
-                        float((pol_c - pb.ref_chosen).detach().sum()),
-                        float((pol_r - pb.ref_rejected).detach().sum()),
-                        float(batch["attention_mask"].sum()),
+                        float(losses[:n].detach().sum()),
+                        float((pol_c - pb.ref_chosen)[:n].detach().sum()),
+                        float((pol_r - pb.ref_rejected)[:n].detach().sum()),
+                        float(rows.sum()),
                     ], dtype=torch.float64)
-                norm = acc.clip_grad_norm_(model.parameters(), max_norm)
-                grad_norm = None if norm is None else float(norm)  # None: DeepSpeed clips itself
+                norm = acc.clip_grad_norm_(model.parameters(), max_norm)  # None under DeepSpeed
+                lr = sched.get_last_lr()[0]
+                opt.step()
+                if norm is None and hasattr(model, "get_global_grad_norm"):  # DeepSpeed's engine
+                    norm = model.get_global_grad_norm()
+                grad_norm = None if norm is None else float(norm)
                 if grad_norm is not None and not math.isfinite(grad_norm):
                     raise NonFiniteLossError(f"non-finite gradient norm at step {step + 1}; "
                                              "no checkpoint was written for this iteration")
-                lr = sched.get_last_lr()[0]
-                opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 total = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
-                g = schedule.global_batch
-                step_loss = float(total[0]) / g
+                step_loss = float(total[0]) / size
                 result.tokens += int(total[3])
                 row = {
                     "step": step + 1,
-                    "epoch": (step + 1) * g / len(pairs),
+                    "epoch": sum(map(len, schedule.batches[: step + 1])) / len(pairs),
                     "loss": step_loss,
                     "lr": lr,
                     "grad_norm": grad_norm,
-                    "chosen_logratio": float(total[1]) / g,
-                    "rejected_logratio": float(total[2]) / g,
+                    "chosen_logratio": float(total[1]) / size,
+                    "rejected_logratio": float(total[2]) / size,
                     "tokens": result.tokens,
                     "seconds": time.perf_counter() - start,
                 }
@@ -199,8 +210,10 @@ def _save_state(acc: Accelerator, state_dir: Path, progress: dict) -> None:
     nxt = state_dir.with_name(state_dir.name + ".next")
     if acc.is_main_process:
         shutil.rmtree(nxt, ignore_errors=True)
+        (nxt / "state").mkdir(parents=True)  # before any process writes its shard (ZeRO-3) into it
     acc.wait_for_everyone()
     acc.save_state(str(nxt / "state"))
+    acc.wait_for_everyone()  # every process has written its part (ZeRO-3 shards, RNG states)
     if acc.is_main_process:
         (nxt / "progress.json").write_text(json.dumps(progress))  # written last: marks it complete
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -208,15 +221,39 @@ def _save_state(acc: Accelerator, state_dir: Path, progress: dict) -> None:
     acc.wait_for_everyone()
 
 
+def _zero3(acc: Accelerator) -> bool:
+    plugin = acc.state.deepspeed_plugin
+    return plugin is not None and plugin.deepspeed_config["zero_optimization"]["stage"] == 3
+
+
+def full_state_dict(acc: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights on the main process. Under ZeRO-3 these are the optimizer's fp32
+    master weights, gathered (accelerate's 16-bit gathering would save bf16 weights where DDP saves
+    fp32); otherwise accelerate's gathering (FSDP shards, DDP's module)."""
+    if not _zero3(acc):
+        return acc.get_state_dict(model)
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    state = {}
+    for name, param in acc.unwrap_model(model).named_parameters():
+        full = safe_get_full_fp32_param(param)  # a collective: every process takes part
+        if acc.is_main_process:
+            state[name] = full.detach().cpu().contiguous()
+    return state
+
+
 def save_checkpoint(acc: Accelerator, model: torch.nn.Module, tok, request: TrainRequest) -> None:
     """Hugging Face format on the main process; gathers ZeRO-3/FSDP shards first."""
     acc.wait_for_everyone()
-    state = acc.get_state_dict(model)
+    state = full_state_dict(acc, model)
     unwrapped = acc.unwrap_model(model)
     if request.config.gradient_checkpointing:
         unwrapped.config.use_cache = True
     unwrapped.save_pretrained(request.output_dir, is_main_process=acc.is_main_process,
                               save_function=acc.save, state_dict=state, safe_serialization=True)
     if acc.is_main_process:
+        # config.json names the saved weights' dtype, not the module's (bf16 under DeepSpeed)
+        unwrapped.config.dtype = next(v.dtype for v in state.values() if v.is_floating_point())
+        unwrapped.config.save_pretrained(request.output_dir)
         tok.save_pretrained(request.output_dir)
     acc.wait_for_everyone()

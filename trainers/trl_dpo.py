@@ -1,7 +1,8 @@
 """``trl``: TRL's DPOTrainer, extended with the soft SPPO losses.
 
-``sigmoid``, ``ipo`` and ``sppo_hard`` are TRL's own loss code; ``sppo`` and ``sppo_single``
-read the ``chosen_probs*`` columns and use :mod:`trainers.losses`. The pairs are tokenised by
+``sigmoid``, ``ipo_mean`` (TRL's ``ipo``) and ``sppo_hard`` are TRL's own loss code; ``sppo``,
+``sppo_single`` and ``ipo`` (official SPPO's, on summed log-probabilities) use
+:mod:`trainers.losses`, the first two reading the ``chosen_probs*`` columns. The pairs are tokenised by
 :mod:`trainers.data` and visited in the shared :class:`~trainers.data.Schedule` order, so this
 backend and ``native`` see the same tokens in the same steps. Reference log-probabilities are
 precomputed by TRL (one forward per example) and the reference model is dropped before training.
@@ -26,13 +27,16 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
+from harness.config import TrainingConfig
+from harness.errors import ConfigError, DataError
 from harness.models import load_model
 from trainers.base import NonFiniteLossError, TrainRequest, TrainResult, register
-from trainers.data import pair_logps, prepare
+from trainers.data import pair_logps, prepare, strategy
 from trainers.losses import LOSSES, PreferenceBatch
 
 PROB_COLUMNS = ("chosen_probs", "chosen_probs_win", "chosen_probs_lose")
-SOFT_LOSSES = frozenset({"sppo", "sppo_single"})  # not in TRL; everything else is TRL's code
+SOFT_LOSSES = frozenset({"sppo", "sppo_single", "ipo"})  # ours; everything else is TRL's code
+TRL_NAMES = {"ipo_mean": "ipo"}  # harness loss → TRL loss_type, where they differ
 
 
 class _FixedOrder(Sampler[int]):
@@ -155,7 +159,8 @@ class _StepLog(TrainerCallback):
 def dpo_config(request: TrainRequest, steps: int, accumulation: int, output_dir: str) -> DPOConfig:
     """TRL/transformers arguments equal to the harness hyper-parameters."""
     cfg = request.config
-    loss = "sppo_hard" if cfg.loss in SOFT_LOSSES else cfg.loss  # soft ones are computed here
+    # the soft ones are computed here (TRL's loss is configured but unused)
+    loss = "sppo_hard" if cfg.loss in SOFT_LOSSES else TRL_NAMES.get(cfg.loss, cfg.loss)
     return DPOConfig(
         output_dir=output_dir,
         loss_type=[loss],
@@ -204,6 +209,17 @@ def _shared_dataset(pairs: list, path: Path) -> Dataset:
 class TRLTrainer:
     name = "trl"
 
+    @staticmethod
+    def check(cfg: TrainingConfig) -> None:
+        """What this backend cannot do, refused before any work."""
+        if cfg.save_steps:
+            raise ConfigError("training.save_steps (mid-iteration resume) needs the native "
+                              "trainer; set it to 0 or use --trainer native")
+        if cfg.last_batch == "partial":
+            raise ConfigError("training.last_batch: partial needs the native trainer (TRL's steps "
+                              "all take a full global batch here); use last_batch: wrap or "
+                              "--trainer native")
+
     def train(self, request: TrainRequest) -> TrainResult:
         pairs_dir = request.output_dir.parent / ".trl_pairs"
         try:
@@ -214,7 +230,14 @@ class TRLTrainer:
 
     def _train(self, request: TrainRequest, pairs_dir: Path) -> TrainResult:
         cfg = request.config
+        self.check(cfg)
         tok, pairs, schedule = prepare(request)
+        split = [p.prompt_id for p in pairs if p.rejected_prompt_ids is not None]
+        if split:
+            raise DataError(f"{request.preferences}: in prompts {split[:5]} the tokenizer merged the "
+                            "prompt's last token into a response, so chosen and rejected have "
+                            "different contexts, which TRL's collator cannot hold; use --trainer "
+                            "native")
         dataset = _shared_dataset(pairs, pairs_dir)
         device = "cpu" if request.device == "cpu" else PartialState().device
         model = load_model(request.model_path, "float32", device, request.trust_remote_code)
@@ -259,5 +282,6 @@ class TRLTrainer:
             logratios_before={"chosen": 0.0, "rejected": 0.0} if ref_model is None else {},
             logratios_after={"chosen": float(after[:, 0].mean()),
                              "rejected": float(after[:, 1].mean())},
+            strategy=strategy(acc),
         )
         return result

@@ -11,6 +11,11 @@ Rankers are named on the command line (``--ranker``):
 A plugin adds one with :func:`register` (see :mod:`harness.plugins`). Scores feed
 :mod:`harness.probabilities`, which turns score differences into win probabilities, so a ranker's
 scores should be on a log-odds scale.
+
+A ranker that compares responses in pairs (``pairrm``, ``judge:``) also offers
+:meth:`PairwiseRanker.score_pairwise`: its scores and, from the same comparisons, each prompt's
+matrix P_ij = P(i ≻ j), for ``preferences.probabilities: pairwise``. It registers with
+``pairwise=True`` so that :func:`check_ranker` can refuse a pointwise ranker before any work.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from harness.errors import ConfigError
+
+Matrix = list[list[float]]
 
 
 class Ranker(Protocol):
@@ -29,18 +36,33 @@ class Ranker(Protocol):
         ...
 
 
+class PairwiseRanker(Ranker, Protocol):
+    def score_pairwise(self, prompts: list[str], candidates: list[list[str]]
+                       ) -> tuple[list[list[float]], list[Matrix]]:
+        """``score``'s scores and, per prompt, ``P[i][j]`` = P(candidate i ≻ candidate j) from the
+        comparisons themselves, symmetrised (P_ij + P_ji = 1, P_ii = ½); one pass for both."""
+        ...
+
+
 _REGISTRY: dict[str, Callable[..., Ranker]] = {}
 _CHECKS: dict[str, Callable[[str], None]] = {}
+_PAIRWISE: set[str] = set()
+PAIRWISE_HELP = ("probabilities: pairwise needs a ranker that compares responses in pairs (pairrm, "
+                 "pairrm:<dir>, judge:<judge>); use probabilities: scores (--probabilities scores) "
+                 "with this one")
 
 
-def register(name: str, check: Callable[[str], None] | None = None
+def register(name: str, check: Callable[[str], None] | None = None, pairwise: bool = False
              ) -> Callable[[Callable[..., Ranker]], Callable[..., Ranker]]:
     """Register a ranker factory. A name ending in ``:`` takes an argument (``reward:<model>``);
-    ``check(argument)`` runs before any work to fail early on what cannot work."""
+    ``check(argument)`` runs before any work to fail early on what cannot work; ``pairwise``: its
+    rankers implement :meth:`PairwiseRanker.score_pairwise`."""
     def deco(factory: Callable[..., Ranker]) -> Callable[..., Ranker]:
         _REGISTRY[name] = factory
         if check:
             _CHECKS[name] = check
+        if pairwise:
+            _PAIRWISE.add(name)
         return factory
 
     return deco
@@ -58,11 +80,24 @@ def _lookup(name: str) -> tuple[str, str | None]:
     raise ConfigError(f"unknown ranker {name!r}; available: {known}")
 
 
-def check_ranker(name: str) -> None:
-    """Fail early, before any work, on a ranker that cannot be built."""
+def check_ranker(name: str, pairwise: bool = False) -> None:
+    """Fail early, before any work, on a ranker that cannot be built, or (``pairwise``) that
+    cannot give pairwise probabilities."""
     key, arg = _lookup(name)
+    if pairwise and key not in _PAIRWISE:
+        raise ConfigError(f"ranker {name!r} is pointwise only (it scores each response on its "
+                          f"own); {PAIRWISE_HELP}")
     if key in _CHECKS:
         _CHECKS[key](arg or "")
+
+
+def score_pairwise(ranker: Ranker, prompts: list[str], candidates: list[list[str]]
+                   ) -> tuple[list[list[float]], list[Matrix]]:
+    """The ranker's scores and pairwise probability matrices (:class:`PairwiseRanker`)."""
+    method = getattr(ranker, "score_pairwise", None)
+    if method is None:
+        raise ConfigError(f"ranker {ranker.name!r} is pointwise only; {PAIRWISE_HELP}")
+    return method(prompts, candidates)
 
 
 def get_ranker(name: str, **kwargs: Any) -> Ranker:

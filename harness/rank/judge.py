@@ -5,7 +5,9 @@ Prompts are MT-Bench's official judge prompts, read from FastChat's ``judge_prom
 - ``judge:`` (pairwise, ``pair-v2``): every ordered pair (i, j) of the K responses is judged, i as
   assistant A. The game's value C[i, j] is the log-odds of "[[A]]" against "[[B]]" at the verdict
   token when the judge returns log-probabilities there, else ±log(19) for a stated winner
-  ("[[C]]" = 0); scores are the row means of C − Cᵀ, as PairRM's, so position bias cancels.
+  ("[[C]]" = 0); scores are the row means of C − Cᵀ, as PairRM's, so position bias cancels. For
+  ``probabilities: pairwise`` the same games give P_ij = ½(σ(C_ij) + σ(−C_ji)), a tie or an
+  unparseable verdict counting C = 0, i.e. ½ (:meth:`JudgeRanker.score_pairwise`).
 - ``judge-single:`` (pointwise, ``single-v1``): each response is rated 1–10 on its own; the score is
   the rating, parsed as FastChat does (``[[x]]``, then ``[x]``).
 
@@ -22,12 +24,14 @@ import sys
 from typing import Any
 
 from harness.benchmarks.mt_bench import judge_prompt, parse_rating
+from harness.errors import ConfigError
 from harness.judges import get_judge
 from harness.judges.base import Decoding, JudgeRequest, Judgment
 from harness.judges.cache import JudgmentCache, judge_cached
 from harness.judges.config import JudgeConfig, check_judge, load_judge_config
 from harness.judges.cost import confirm, estimate
-from harness.rank import Ranker, register
+from harness.probabilities import pairwise_probabilities
+from harness.rank import PAIRWISE_HELP, Matrix, Ranker, register
 
 DECISIVE = math.log(19.0)  # a stated winner without log-probabilities: p = 0.95
 
@@ -99,37 +103,69 @@ class JudgeRanker:
                         reqs.append(self._request(f"{n}/{i}-{j}", question=q, answer_a=a, answer_b=b))
         return reqs
 
-    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+    def _judge(self, prompts: list[str], candidates: list[list[str]]) -> dict[str, Judgment]:
         reqs = self.requests(prompts, candidates)
         confirm(estimate(self.cfg, self.judge.id, reqs, self.cache), self.cfg, self.yes)
         batch = judge_cached(self.judge, reqs, self.cache, self.progress)
         batch.raise_failures(f"ranker {self.name}")
-        got = batch.judgments
-        bad = 0
-        out: list[list[float]] = []
+        return batch.judgments
+
+    def _games(self, got: dict[str, Judgment], candidates: list[list[str]]) -> tuple[list[Matrix], int]:
+        """Per prompt the game values C[i][j] (an unparseable verdict counts 0), and how many
+        verdicts did not parse."""
+        bad, out = 0, []
         for n, cands in enumerate(candidates):
             k = len(cands)
-            if self.pairwise:
-                c = [[0.0] * k for _ in range(k)]
-                for i in range(k):
-                    for j in range(k):
-                        if i != j:
-                            v = pair_value(got[f"{n}/{i}-{j}"])
-                            bad += v is None
-                            c[i][j] = v or 0.0
-                out.append([sum(c[i][j] - c[j][i] for j in range(k)) / k for i in range(k)])
-            else:
-                ratings = [parse_rating(got[f"{n}/{i}"].text) for i in range(k)]
-                known = [r for r in ratings if r != -1]
-                fill = sum(known) / len(known) if known else 0.0
-                bad += len(ratings) - len(known)
-                out.append([fill if r == -1 else r for r in ratings])
-        for key, n in (("judgments", len(reqs)), ("unparseable", bad)):  # summed over calls
+            c = [[0.0] * k for _ in range(k)]
+            for i in range(k):
+                for j in range(k):
+                    if i != j:
+                        v = pair_value(got[f"{n}/{i}-{j}"])
+                        bad += v is None
+                        c[i][j] = v or 0.0
+            out.append(c)
+        return out, bad
+
+    def _ratings(self, got: dict[str, Judgment], candidates: list[list[str]]
+                 ) -> tuple[list[list[float]], int]:
+        """Per prompt the ratings (an unparseable one: the mean of the others), and how many
+        verdicts did not parse."""
+        bad, out = 0, []
+        for n, cands in enumerate(candidates):
+            ratings = [parse_rating(got[f"{n}/{i}"].text) for i in range(len(cands))]
+            known = [r for r in ratings if r != -1]
+            fill = sum(known) / len(known) if known else 0.0
+            bad += len(ratings) - len(known)
+            out.append([fill if r == -1 else r for r in ratings])
+        return out, bad
+
+    def _count(self, judgments: int, bad: int) -> None:
+        for key, n in (("judgments", judgments), ("unparseable", bad)):  # summed over calls
             self.details[key] = self.details.get(key, 0) + n
         if bad:
-            print(f"{self.name}: {bad} of {len(reqs)} verdicts did not parse (counted as "
+            print(f"{self.name}: {bad} of {judgments} verdicts did not parse (counted as "
                   f"{'ties' if self.pairwise else 'the mean rating'})", file=sys.stderr)
+
+    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        if self.pairwise:
+            return self.score_pairwise(prompts, candidates)[0]
+        got = self._judge(prompts, candidates)
+        out, bad = self._ratings(got, candidates)
+        self._count(len(got), bad)
         return out
+
+    def score_pairwise(self, prompts: list[str], candidates: list[list[str]]
+                       ) -> tuple[list[list[float]], list[Matrix]]:
+        """Scores (row means of C − Cᵀ) and P_ij = ½(σ(C_ij) + σ(−C_ji)) from the same games."""
+        if not self.pairwise:
+            raise ConfigError(f"ranker {self.name!r} is pointwise only (it rates each response "
+                              f"on its own); {PAIRWISE_HELP}")
+        got = self._judge(prompts, candidates)
+        games, bad = self._games(got, candidates)
+        self._count(len(got), bad)
+        scores = [[sum(c[i][j] - c[j][i] for j in range(len(c))) / len(c) for i in range(len(c))]
+                  for c in games]
+        return scores, [pairwise_probabilities(c) for c in games]
 
 
 def _builder(pairwise: bool):
@@ -141,5 +177,5 @@ def _builder(pairwise: bool):
     return build
 
 
-register("judge:", check=check_judge)(_builder(True))
+register("judge:", check=check_judge, pairwise=True)(_builder(True))
 register("judge-single:", check=check_judge)(_builder(False))

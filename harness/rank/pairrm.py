@@ -4,7 +4,8 @@ Official pipeline (uclaml/SPPO ``scripts/rank.py``): each prompt is rendered wit
 template up to the assistant turn, and ``Blender.rank(inputs, candidates, return_scores=True,
 batch_size=1)`` scores the K responses: PairRM compares every ordered pair (i, j) in one DeBERTa
 pass over ``<source> <candidate1> <candidate2>`` giving a logit C[i, j], and a candidate's score is
-the row mean of C − Cᵀ.
+the row mean of C − Cᵀ. For ``probabilities: pairwise`` the same logits give P_ij =
+½(σ(C_ij) + σ(−C_ji)) (:meth:`PairRMRanker.score_pairwise`, one pass for scores and matrices).
 
 Here llm-blender does the loading, tokenisation and truncation exactly as at batch size 1 (its
 collator is called one prompt at a time, so each prompt keeps its own truncation budget), and
@@ -39,7 +40,8 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import ConfigError
-from harness.rank import Ranker, register
+from harness.probabilities import pairwise_probabilities
+from harness.rank import Matrix, Ranker, register
 
 HUB_ID = "llm-blender/PairRM"
 PLACEHOLDER = "None"  # the official script's assistant stand-in, cut off after templating
@@ -163,16 +165,29 @@ class PairRMRanker:
             "candidate_maxlength": blender.ranker_config.candidate_maxlength,
         }
 
-    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+    def _sources(self, prompts: list[str]) -> list[str]:
         if self.policy_tokenizer is None:
             raise ConfigError("pairrm needs the policy's tokenizer for its chat template")
-        sources = [chat_source(self.policy_tokenizer, p) for p in prompts]
-        return self.score_sources(sources, candidates)
+        return [chat_source(self.policy_tokenizer, p) for p in prompts]
+
+    def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        return self.score_sources(self._sources(prompts), candidates)
+
+    def score_pairwise(self, prompts: list[str], candidates: list[list[str]]
+                       ) -> tuple[list[list[float]], list[Matrix]]:
+        """Scores and P_ij = ½(σ(C_ij) + σ(−C_ji)) per prompt, from one pass over the pairs."""
+        return self.pairwise_sources(self._sources(prompts), candidates)
+
+    def pairwise_sources(self, sources: list[str], candidates: list[list[str]]
+                         ) -> tuple[list[list[float]], list[Matrix]]:
+        """:meth:`score_pairwise` for already-templated sources."""
+        logits = self.pair_logits(sources, candidates)
+        return ([_scores(c) for c in logits],
+                [pairwise_probabilities(c.astype(float).tolist()) for c in logits])
 
     def score_sources(self, sources: list[str], candidates: list[list[str]]) -> list[list[float]]:
         """Scores for already-templated sources (what ``Blender.rank`` takes as ``inputs``)."""
-        logits = self.pair_logits(sources, candidates)
-        return [(c - c.T).mean(axis=-1).tolist() for c in logits]
+        return [_scores(c) for c in self.pair_logits(sources, candidates)]
 
     @torch.inference_mode()
     def pair_logits(self, sources: list[str], candidates: list[list[str]]) -> list[Any]:
@@ -229,6 +244,11 @@ class PairRMRanker:
         return out
 
 
+def _scores(c: Any) -> list[float]:
+    """A candidate's score: the row mean of C − Cᵀ (llm-blender's)."""
+    return (c - c.T).mean(axis=-1).tolist()
+
+
 def _check(arg: str) -> None:
     import_llm_blender()
     if arg and arg.startswith(("/", ".", "~")) and not Path(arg).expanduser().is_dir():
@@ -246,5 +266,5 @@ def _build(source: str = HUB_ID, device: str = "cpu", progress: bool = True,
     return PairRMRanker(load_blender(source, device), tok, name, batch_size, progress)
 
 
-register("pairrm", check=_check)(_build)
-register("pairrm:", check=_check)(_build)
+register("pairrm", check=_check, pairwise=True)(_build)
+register("pairrm:", check=_check, pairwise=True)(_build)
