@@ -450,7 +450,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.benchmark == "open_llm":
             result = open_llm.evaluate(
                 model, out, limit=args.limit, tasks=args.tasks, batch_size=args.batch_size,
-                version=args.version or "v1", apply_chat_template=args.chat_template, seed=args.seed,
+                version=args.version or "v1", apply_chat_template=args.chat_template,
                 provenance={"model": path, "dtype": args.dtype, "generator": model.provenance()})
             _print_metrics({k: v for k, v in result["metrics"].items() if k != "tasks"}, args.json)
         else:

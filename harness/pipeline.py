@@ -473,7 +473,7 @@ class SPPORun:
         result = open_llm.evaluate(
             model, self.dir.eval_dir(t, name), limit=cfg.limit, tasks=cfg.tasks,
             batch_size=cfg.batch_size, version=cfg.version,
-            apply_chat_template=cfg.apply_chat_template, seed=self.opts.seed,
+            apply_chat_template=cfg.apply_chat_template,
             provenance={"model": self.policy_path(t), "iteration": t, "profile": self.config.profile,
                         "dtype": self.config.sampling.dtype, "base_config": self.config.name,
                         "git_sha": self.dir.meta.get("git_sha"), "generator": model.provenance()})

@@ -130,6 +130,22 @@ def test_lc_runs_through_alpaca_eval_glm_with_the_hub_files(tmp_path: Path) -> N
     assert again["length_controlled_winrate"] != pytest.approx(lc, abs=1e-9)
 
 
+def test_glm_weights_are_saved_for_alpaca_evals_predict_winrate(tmp_path: Path) -> None:
+    files = _constructed_lc_files(tmp_path)
+    rows = _annotations("gpt-3.5-turbo-1106")  # all 805: predict_winrate averages over all
+    got = ae.score(rows, files, weights_dir=tmp_path / "w")
+    csv = tmp_path / "w" / "length_controlled_v1" / "baseline_gpt4_1106_preview.csv"
+    weights = pd.read_csv(csv, index_col=0)
+    assert list(weights.index) == ["gpt-3.5-turbo-1106"]
+    # alpaca_eval's predict_winrate against the baseline (its weights are 0 by construction) from
+    # the saved row is the LC win rate: the file holds the fitted GLM
+    weights.loc[ae.BASELINE] = 0.0
+    glm = ae._alpaca_eval().metrics.glm_winrate
+    with ae._hub_files(files):
+        predicted = glm.predict_winrate("gpt-3.5-turbo-1106", ae.BASELINE, weights=weights)
+    assert 100 * predicted == pytest.approx(got["length_controlled_winrate"], abs=1e-9)
+
+
 def test_lc_of_the_baseline_against_itself_is_one_half(tmp_path: Path) -> None:
     got = ae.score(_annotations("gpt4_1106_preview"), _constructed_lc_files(tmp_path))
     assert got["length_controlled_winrate"] == 50.0 and got["win_rate"] == 50.0
@@ -183,7 +199,8 @@ def test_local_annotator_runs_alpaca_eval_end_to_end(
     assert "offline" in m["lc_unavailable"]
     prov = res["provenance"]
     assert prov["baseline"] == "gpt4_1106_preview" and prov["judge"] == f"local:{long_context_judge}"
-    assert prov["n_examples"] == 3 and prov["limit"] == 3 and prov["alpaca_eval"].startswith("0.6")
+    assert prov["n_examples"] == 3 and prov["alpaca_eval"].startswith("0.6")
+    assert prov["limit"] == "3 (alpaca_eval max_instances: shuffled, seed 123)"  # not the first 3
     # The checkpoint's alpaca_eval model config, ready for a leaderboard submission.
     card = yaml.safe_load((out / "models_configs" / "tiny" / "configs.yaml").read_text())["tiny"]
     assert card["prompt_template"] == "tiny/prompt.txt"
@@ -329,3 +346,20 @@ def test_lc_from_a_local_judge_run_when_the_hub_files_are_present(
     m = res["metrics"]
     assert isinstance(m["length_controlled_winrate"], float) and 0 < m["length_controlled_winrate"] < 100
     assert m["lc_standard_error"] > 0 and "lc_unavailable" not in m
+
+
+@pytest.mark.parametrize("limit", [1, 16, 804])
+def test_limit_keeps_the_instructions_alpaca_evals_max_instances_keeps(limit: int) -> None:
+    # alpaca_eval 0.6.6 main.evaluate, max_instances: both frames shuffled with
+    # sample(frac=1, random_state=123), then the first max_instances rows of each
+    import pandas as pd
+
+    full = ae.eval_set()
+    model_outputs = pd.DataFrame([{"instruction": r["instruction"], "output": "x"} for r in full])
+    reference_outputs = pd.DataFrame(full)
+    model_outputs = model_outputs.sample(frac=1, random_state=123)[:limit]
+    reference_outputs = reference_outputs.sample(frac=1, random_state=123)[:limit]
+    got = ae.eval_set(limit)
+    assert [r["instruction"] for r in got] == model_outputs["instruction"].tolist()
+    assert [r["output"] for r in got] == reference_outputs["output"].tolist()
+    assert len(got) == limit and got != full[:limit]

@@ -134,7 +134,7 @@ def test_end_to_end_on_a_tiny_model_with_an_endpoint_judge(tiny_model_dir: Path,
 
     out = tmp_path / "eval"
     with FakeOpenAI(reply=reply) as srv:
-        judge = judge_config(tmp_path, srv.url, "gpt-4", 2048, (30, 60))
+        judge = judge_config(tmp_path, srv.url, "gpt-4", 512, (30, 60))
         base = ["eval", "mt_bench", "--model", str(tiny_model_dir), "--name", "tiny", "--judge", str(judge),
                 "--limit", "1", "--max-new-tokens", "4", "--dtype", "float32", "--out", str(out),
                 "--no-progress"]
@@ -148,6 +148,8 @@ def test_end_to_end_on_a_tiny_model_with_an_endpoint_judge(tiny_model_dir: Path,
         assert "pass --yes to accept the cost" in capsys.readouterr().err
         assert main([*base, "--json", "--yes"]) == 0
         assert len(srv.requests) == 16
+        # FastChat asks every judgment for 2048 tokens, whatever the judge config says (512 here)
+        assert {r["max_tokens"] for r in srv.requests} == {2048}
         sent = sorted(json.dumps(r["messages"]) for r in srv.requests)
         assert sent == sorted(json.dumps(r["messages"]) for r in requests)  # the dry run was exact
     metrics = json.loads(capsys.readouterr().out)

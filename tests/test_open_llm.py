@@ -4,6 +4,7 @@ normalisation against hand-computed values."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -101,8 +102,7 @@ def test_harness_numbers_equal_lm_eval_called_directly(
                                     ("winogrande", "winogrande_local", 5, "acc,none")]:
         n = limits.get(name, 3)
         direct = simple_evaluate(model=lm, tasks=[local], num_fewshot=shots, limit=n,
-                                 task_manager=manager, random_seed=0, numpy_random_seed=0,
-                                 torch_random_seed=0, fewshot_random_seed=0)
+                                 task_manager=manager)  # lm-eval's default seeds, as the leaderboard
         assert m["tasks"][name]["score"] == 100 * direct["results"][local][key]  # identical
         assert m["tasks"][name]["n"] == n and m["tasks"][name]["n_shot"] == shots
     assert m["average"] == pytest.approx(sum(m["tasks"][t]["score"] for t in tasks[:3]) / 3)
@@ -110,6 +110,9 @@ def test_harness_numbers_equal_lm_eval_called_directly(
     assert "fewshot_deviation" not in m["tasks"]["arc_challenge"]
     assert got["provenance"]["data"] == "local mirror, converted; few-shot pool differs for winogrande"
     assert got["provenance"]["limit"] == limits  # in the protocol key: another limit, another column
+    defaults = {k: p.default for k, p in inspect.signature(simple_evaluate).parameters.items()
+                if k.endswith("seed")}
+    assert got["provenance"]["seeds"] == defaults and defaults["fewshot_random_seed"] == 1234
     assert json.loads((tmp_path / "ol" / "results.json").read_text())["metrics"] == m
 
 
@@ -127,10 +130,32 @@ def test_cli_runs_open_llm_on_a_checkpoint(
     assert printed["truthfulqa_mc2"] == saved["metrics"]["truthfulqa_mc2"]
     assert saved["metrics"]["tasks"]["gsm8k"]["metric"] == "exact_match"
     assert saved["metrics"]["tasks"]["gsm8k"]["filter"] == "strict-match"
+    assert isinstance(saved["metrics"]["tasks"]["gsm8k"]["flexible_extract"], float)
+    # the v1 leaderboard's harness (b281b09, lm_eval/tasks/gsm8k.py) stopped at these
+    from lm_eval.tasks import TaskManager
+
+    gsm = TaskManager(include_path=str(out / "tasks")).load(["gsm8k_local"])["tasks"]["gsm8k_local"]
+    assert gsm.config.generation_kwargs["until"] == [":", "Question:", "Question"]
     assert saved["provenance"]["tasks"] == ["gsm8k", "truthfulqa_mc2"]  # lm-eval's comma form
     assert saved["provenance"]["limit"] == 2 and saved["provenance"]["lm_eval"].startswith("0.4")
     assert main(["eval", "open_llm", "--model", str(tiny_model_dir), "--tasks", "piqa"]) == 2
     assert main(["eval", "open_llm", "--model", str(tiny_model_dir), "--tasks", "mmlu,piqa"]) == 2
+
+
+def test_mmlu_is_the_leaderboards_unweighted_subject_mean() -> None:
+    # The v1 leaderboard averaged the 57 hendrycksTest subject accuracies; lm-eval's group score
+    # weights them by size. Two subjects of 10 and 90 questions: 0.9 and 0.5.
+    result = {"group_subtasks": {"mmlu": ["mmlu_stem", "mmlu_other"], "mmlu_stem": ["mmlu_a"],
+                                 "mmlu_other": ["mmlu_b"]},
+              "results": {"mmlu": {"acc,none": (9 + 45) / 100, "acc_stderr,none": 0.04},
+                          "mmlu_a": {"acc,none": 0.9, "acc_stderr,none": 0.1},
+                          "mmlu_b": {"acc,none": 0.5, "acc_stderr,none": 0.05}}}
+    got = open_llm.subject_mean(result, "mmlu")
+    assert got["score"] == pytest.approx(70.0) and got["score_weighted"] == pytest.approx(54.0)
+    assert got["stderr"] == pytest.approx(100 * (0.1 ** 2 + 0.05 ** 2) ** 0.5 / 2)
+    assert got["subjects"] == 2 and got["stderr_weighted"] == pytest.approx(4.0)
+    result["results"]["mmlu_a"]["acc_stderr,none"] = "N/A"  # one example: lm-eval has none
+    assert open_llm.subject_mean(result, "mmlu")["stderr"] is None
 
 
 # v2 ------------------------------------------------------------------------------------------

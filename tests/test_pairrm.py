@@ -120,15 +120,7 @@ def test_sppo_iteration_ranks_with_pairrm(tiny_model_dir: Path, tmp_path: Path) 
     from harness.config import load_config
     from harness.pipeline import RunOptions, SPPORun
 
-    cfg = {"name": "tiny-pairrm", "model": {"source": str(tiny_model_dir)},
-           "sampling": {"k": 3, "seeds": [0, 1, 2], "max_new_tokens": 6, "batch_size": 4,
-                        "dtype": "float32"},
-           "training": {"learning_rate": 1e-3, "global_batch_size": 4, "per_device_batch_size": 2,
-                        "max_length": 256, "max_prompt_length": 192, "dtype": "float32"},
-           "prompts": {"iterations": ["embedded"], "per_iteration": 4, "heldout_size": 2},
-           "ranker": f"pairrm:{FIXTURE}"}
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = _pairrm_config(tmp_path, tiny_model_dir)
     out = tmp_path / "run"
     SPPORun(load_config(str(path)), RunOptions(iters=1, out=out, progress=False)).run()
     stage = read_json(out / "run.json")["stages"]["iter-1/rank"]

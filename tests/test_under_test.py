@@ -93,3 +93,23 @@ def test_vllm_without_vllm_is_named(tiny_model_dir: Path, tmp_path: Path, capsys
                  "--out", str(tmp_path / "o")]) == 2
     assert "vLLM is not installed" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_vllm_answers_with_the_top_k_and_top_p_transformers_samples_with(tiny_model_dir) -> None:
+    # FastChat answers MT-Bench with generate(do_sample, temperature, max_new_tokens): the model's
+    # generation config, or transformers' defaults, supply top-k and top-p. vLLM's own defaults
+    # (no top-k) would sample from the whole vocabulary, so the vLLM backend passes these.
+    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers.generation.logits_process import TopKLogitsWarper
+
+    from harness.under_test.vllm_backend import model_sampling_defaults
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config, _ = model._prepare_generation_config(None, do_sample=True, temperature=0.7)
+    assert model_sampling_defaults(model.generation_config) == (config.top_k, config.top_p) == (50, 1.0)
+    warpers = model._get_logits_processor(generation_config=config, input_ids_seq_length=4,
+                                          encoder_input_ids=None, prefix_allowed_tokens_fn=None,
+                                          logits_processor=[])
+    assert [w.top_k for w in warpers if isinstance(w, TopKLogitsWarper)] == [50]
+    assert model_sampling_defaults(GenerationConfig(top_k=20, top_p=0.8)) == (20, 0.8)
+    assert model_sampling_defaults(GenerationConfig(top_k=0)) == (-1, 1.0)  # 0: no top-k

@@ -80,10 +80,25 @@ def package_version() -> str:
 
 
 # data ---------------------------------------------------------------------------------------
+LIMIT_SEED = 123  # alpaca_eval main.evaluate: max_instances shuffles with this seed first
+
+
 def eval_set(limit: int | None = None) -> list[dict[str, Any]]:
-    """The AlpacaEval 2.0 instructions with the baseline's outputs, in the official order."""
+    """The AlpacaEval 2.0 instructions with the baseline's outputs: all, in the official order, or
+    the ``limit`` that alpaca_eval's ``max_instances`` keeps (both frames shuffled with pandas'
+    ``sample(frac=1, random_state=123)``, then the first ``limit``: the same rows, in that order)."""
+    import pandas as pd
+
     rows = json.loads(datafiles.fetch(EVAL_SET).read_text(encoding="utf-8"))
-    return rows[:limit] if limit else rows
+    if not limit:
+        return rows
+    order = pd.DataFrame({"row": range(len(rows))}).sample(frac=1, random_state=LIMIT_SEED)["row"]
+    return [rows[i] for i in order[:limit]]
+
+
+def limit_protocol(limit: int | None) -> str | None:
+    """How a limited run chose its instructions, for the protocol key."""
+    return f"{limit} (alpaca_eval max_instances: shuffled, seed {LIMIT_SEED})" if limit else None
 
 
 def lc_files() -> tuple[dict[str, Path] | None, str | None]:
@@ -121,12 +136,16 @@ def score(
     annotations: Sequence[dict[str, Any]],
     lc: dict[str, Path] | None = None,
     lc_unavailable: str | None = None,
+    weights_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The leaderboard metrics of alpaca_eval annotations (``output_2`` = the model).
 
     Rows are placed at their instruction's position in the official set, which the LC GLM
     relies on. With ``lc`` (paths of the two hub files) the length-controlled win rate is
-    computed by alpaca_eval's GLM; without it, it is None and ``lc_unavailable`` says why.
+    computed by alpaca_eval's GLM; without it, it is None and ``lc_unavailable`` says why. With
+    ``weights_dir`` the GLM's weights are saved as alpaca_eval saves them
+    (``<weights_dir>/length_controlled_v1/baseline_<baseline>.csv``, one row per model), which its
+    ``predict_winrate`` reads to compare the model with any other whose weights it has.
     """
     import pandas as pd
 
@@ -154,7 +173,7 @@ def score(
     with _hub_files(lc), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = ae.metrics.get_length_controlled_winrate(
-            df, save_weights_dir=None, is_add_glm_preference_inplace=False,
+            df, save_weights_dir=weights_dir, is_add_glm_preference_inplace=False,
             is_warn_extreme_changes=False)
     metrics["length_controlled_winrate"] = _plain(out["length_controlled_winrate"])
     metrics["lc_standard_error"] = _plain(out["lc_standard_error"])
@@ -360,12 +379,12 @@ def evaluate(
         annotations = annotate(outputs, baseline, annotator, out_dir, judge)
         write_json(out_dir / "annotations.json", annotations)
     files, reason = lc_files()
-    metrics = score(annotations, files, reason)
+    metrics = score(annotations, files, reason, weights_dir=out_dir / "glm_weights")
     record = {
         **annotator_provenance(annotator, judge),
         "baseline": BASELINE,
         "n_examples": len(rows),
-        "limit": limit,
+        "limit": limit_protocol(limit),
         "decoding": decoding,
         "model": model_path,
         "alpaca_eval": package_version(),

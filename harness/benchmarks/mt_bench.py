@@ -8,10 +8,11 @@
 - Judgments (``gen_judgment.py``, single mode): ``single-v1`` for turn 1 and
   ``single-v1-multi-turn`` for turn 2; math, reasoning and coding use the ``-math-`` prompts with
   the GPT-4 reference answer. The system prompt goes as a system message; the judge (GPT-4 by
-  default, temperature 0, 2048 tokens) answers through :mod:`harness.judges` (cached, retried,
-  cost-gated). Rating: ``[[x]]``, else ``[x]``, else −1 (a parse failure). Written as
-  ``model_judgment/<judge>_single.jsonl`` in FastChat's row format, so FastChat's
-  ``show_result.py`` reproduces the numbers from these files.
+  default, temperature 0, 2048 tokens as FastChat asks whatever the judge config says; an
+  in-process ``local`` judge keeps its config's bound, for CPU time) answers through
+  :mod:`harness.judges` (cached, retried, cost-gated). Rating: ``[[x]]``, else ``[x]``, else −1
+  (a parse failure). Written as ``model_judgment/<judge>_single.jsonl`` in FastChat's row format,
+  so FastChat's ``show_result.py`` reproduces the numbers from these files.
 - Scores (``show_result.py``, single mode): rows rated −1 dropped; turn-1 mean, turn-2 mean, and
   the mean over all rows of both turns (the headline); plus per-category means, parse failures,
   and the standard error over questions of the per-question mean.
@@ -37,6 +38,7 @@ from harness.errors import DataError
 from harness.judges.base import Decoding, JudgeRequest
 
 NAME = "mt_bench"
+JUDGE_MAX_TOKENS = 2048  # FastChat's common.py: every judge call asks for 2048 tokens
 VERSION = "fastchat-0e6d3e4"  # the FastChat commit of the data files (question set and prompts)
 QUESTIONS = "mt_bench/question.jsonl"
 REFERENCES = "mt_bench/reference_answer/gpt-4.jsonl"
@@ -244,7 +246,7 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
         answers = answer(qs, chat, model_name, answers_path, max_new_tokens)
     # FastChat names the judge by its model; a local judge by its folder's name
     judge_model = Path(cfg.model.split(":")[-1]).name if cfg.kind == "local" else cfg.model
-    decoding = Decoding(cfg.temperature, cfg.max_tokens)
+    decoding = Decoding(cfg.temperature, cfg.max_tokens if cfg.kind == "local" else JUDGE_MAX_TOKENS)
     pending = judge_requests(qs, answers, model_name, decoding, cfg.constrained)
     cache = JudgmentCache.for_judge(cfg.id)
     cost = estimate(cfg, cfg.id, [r for r, _ in pending], cache)

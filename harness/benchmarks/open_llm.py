@@ -48,7 +48,16 @@ if TYPE_CHECKING:
 
 NAME = "open_llm"
 NAME_V2 = "open_llm_v2"  # its own benchmark in tables: v2 numbers never share a column with v1's
-VERSION = "v1"
+# v1 with the leaderboard's own settings: lm-eval's default seeds (few-shot 1234), GSM8K's old stop
+# sequences, MMLU as the mean of its 57 subjects. Numbers made before these carry "v1": another
+# column.
+VERSION = "v1-leaderboard"
+# simple_evaluate's defaults, which the leaderboard ran with (whatever the run's --seed)
+LM_EVAL_SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234,
+                 "fewshot_random_seed": 1234}
+# The v1 leaderboard's harness (lm-evaluation-harness b281b09, lm_eval/tasks/gsm8k.py) stopped
+# GSM8K answers at these; lm-eval 0.4's gsm8k.yaml stops at "Question:", "</s>", "<|im_end|>".
+GSM8K_V1_GENERATION = {"until": [":", "Question:", "Question"], "do_sample": False, "temperature": 0.0}
 
 
 @dataclass(frozen=True)
@@ -199,7 +208,8 @@ def render_local_tasks(mirror: Path, out: Path) -> dict[str, str]:
                   {"train": arc[0], "test": arc[1]}, {"validation_split": None})
         names["arc_challenge"] = "arc_challenge_local"
     if gsm := mirrored("open_llm/gsm8k/train.jsonl", "open_llm/gsm8k/test.jsonl"):
-        task_yaml("gsm8k_local", lm / "gsm8k" / "gsm8k.yaml", {"train": gsm[0], "test": gsm[1]})
+        task_yaml("gsm8k_local", lm / "gsm8k" / "gsm8k.yaml", {"train": gsm[0], "test": gsm[1]},
+                  {"generation_kwargs": GSM8K_V1_GENERATION})
         names["gsm8k"] = "gsm8k_local"
     if tqa := mirrored("open_llm/truthfulqa/mc_task.json"):
         path = _write_jsonl(data / "truthfulqa_mc.jsonl", truthfulqa_rows(tqa[0]))
@@ -276,7 +286,7 @@ def task_limit(limit: int | dict[str, int] | None, task: str) -> int | None:
 
 def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] | None = None,
              tasks: list[str] | None = None, batch_size: int = 8,
-             apply_chat_template: bool = False, seed: int = 0, version: str = "v1",
+             apply_chat_template: bool = False, version: str = "v1",
              provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the tasks of ``version`` through lm-eval on the loaded model under test (its
     :meth:`~harness.under_test.ModelUnderTest.lm_eval`); write results.json."""
@@ -284,14 +294,14 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
     from lm_eval.tasks import TaskManager
 
     if version == "v2":
-        return _evaluate_v2(model, out_dir, limit, tasks, batch_size, apply_chat_template, seed,
-                            provenance)
+        return _evaluate_v2(model, out_dir, limit, tasks, batch_size, apply_chat_template, provenance)
     wanted = selected_tasks(tasks)
     mirror = os.environ.get("SPPO_DATA_DIR")
-    local = render_local_tasks(Path(mirror), out_dir / "tasks") if mirror else {}
-    manager = TaskManager(include_path=str(out_dir / "tasks")) if local else TaskManager()
-    log = _TaskLog(out_dir, {"version": "v1", "model": model.path,
-                             "limit": limit, "batch_size": batch_size, "seed": seed,
+    local = (render_local_tasks(Path(mirror), out_dir / "tasks") if mirror
+             else render_hub_overrides(out_dir / "tasks"))
+    manager = TaskManager(include_path=str(out_dir / "tasks"))
+    log = _TaskLog(out_dir, {"version": VERSION, "model": model.path,
+                             "limit": limit, "batch_size": batch_size,
                              "apply_chat_template": apply_chat_template, "data_dir": mirror})
     lm = None
     per_task: dict[str, Any] = {}
@@ -307,19 +317,20 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
         start = time.perf_counter()
         r = simple_evaluate(model=lm, tasks=[name], num_fewshot=t.shots, limit=task_limit(limit, t.name),
                             task_manager=manager, apply_chat_template=apply_chat_template,
-                            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                            fewshot_random_seed=seed, log_samples=False)
+                            log_samples=False, **LM_EVAL_SEEDS)
         res = r["results"][name]
         metric, _, flt = t.metric.partition(",")
-        value = res[t.metric]
         per_task[t.name] = {
-            "task": name, "score": 100 * value, "metric": metric, "filter": flt,
-            "stderr": 100 * res[f"{metric}_stderr,{flt}"] if isinstance(
-                res.get(f"{metric}_stderr,{flt}"), float) else None,
+            "task": name, "score": 100 * res[t.metric], "metric": metric, "filter": flt,
+            "stderr": _percent(res.get(f"{metric}_stderr,{flt}")),
             "n": sum(r["n-samples"][k]["effective"] for k in r["n-samples"]),
             "n_shot": t.shots, "versions": r.get("versions", {}),
             "seconds": round(time.perf_counter() - start, 2),
         }
+        if t.name == "mmlu":  # the leaderboard's MMLU: the plain mean of the subject accuracies
+            per_task[t.name].update(subject_mean(r, name))
+        if t.name == "gsm8k":  # strict (the leaderboard's) and flexible extraction
+            per_task[t.name]["flexible_extract"] = _percent(res.get("exact_match,flexible-extract"))
         if t.name in FEWSHOT_NOTES and name in local.values():
             per_task[t.name]["fewshot_deviation"] = FEWSHOT_NOTES[t.name]
         log.commit(t.name, per_task[t.name])
@@ -339,7 +350,7 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
             "limit": limit,
             "tasks": sorted(k for k, v in per_task.items() if v["score"] is not None),
             "apply_chat_template": apply_chat_template,
-            "seed": seed,
+            "seeds": LM_EVAL_SEEDS,
             "data": _data_description(mirror, deviating),
             "data_dir": mirror,
             "n_examples": sum(v.get("n", 0) for v in per_task.values()),
@@ -348,6 +359,39 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
     }
     log.finish(record)
     return record
+
+
+def _percent(x: Any) -> float | None:
+    return 100 * x if isinstance(x, float) else None  # lm-eval writes "N/A" where it has none
+
+
+def _leaves(groups: dict[str, list[str]], name: str) -> list[str]:
+    """The tasks under ``name`` in lm-eval's ``group_subtasks``, groups expanded."""
+    return [leaf for c in groups.get(name, []) for leaf in (_leaves(groups, c) if c in groups else [c])]
+
+
+def subject_mean(result: dict[str, Any], group: str) -> dict[str, Any]:
+    """MMLU as the v1 leaderboard reported it: the unweighted mean of its subjects' accuracies
+    (lm-eval's group score weights them by size: professional_law is 10.9 % of it, 1/57 here);
+    the standard error of that mean, sqrt(Σ se²)/57; lm-eval's weighted score kept beside."""
+    subjects = _leaves(result.get("group_subtasks", {}), group)
+    accs = [result["results"][s]["acc,none"] for s in subjects]
+    ses = [result["results"][s].get("acc_stderr,none") for s in subjects]
+    se = (sum(x * x for x in ses) ** 0.5 / len(ses)
+          if ses and all(isinstance(x, float) for x in ses) else None)
+    weighted = result["results"][group]
+    return {"score": 100 * sum(accs) / len(accs), "stderr": _percent(se), "subjects": len(subjects),
+            "score_weighted": 100 * weighted["acc,none"],
+            "stderr_weighted": _percent(weighted.get("acc_stderr,none"))}
+
+
+def render_hub_overrides(out: Path) -> dict[str, str]:
+    """Without a mirror: lm-eval's hub tasks, with the leaderboard's GSM8K generation settings."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = {"include": str(_lm_eval_tasks_dir() / "gsm8k" / "gsm8k.yaml"), "task": "gsm8k_v1",
+           "generation_kwargs": GSM8K_V1_GENERATION}
+    (out / "gsm8k_v1.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return {"gsm8k": "gsm8k_v1"}
 
 
 def _data_description(mirror: str | None, deviating: list[str]) -> str:
@@ -360,7 +404,7 @@ def _data_description(mirror: str | None, deviating: list[str]) -> str:
 
 def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] | None,
                  tasks: list[str] | None,
-                 batch_size: int, apply_chat_template: bool, seed: int,
+                 batch_size: int, apply_chat_template: bool,
                  provenance: dict[str, Any] | None) -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -369,7 +413,7 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, in
     wanted = selected_tasks(tasks, "v2")
     mirror = os.environ.get("SPPO_DATA_DIR")
     log = _TaskLog(out_dir, {"version": "v2", "model": model.path,
-                             "limit": limit, "batch_size": batch_size, "seed": seed,
+                             "limit": limit, "batch_size": batch_size,
                              "apply_chat_template": apply_chat_template})
     per_task: dict[str, Any] = {}
     lm = None
@@ -385,8 +429,7 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, in
         start = time.perf_counter()
         r = simple_evaluate(model=lm, tasks=[t.group], limit=task_limit(limit, t.name),
                             apply_chat_template=apply_chat_template,
-                            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                            fewshot_random_seed=seed, log_samples=True)
+                            log_samples=True, **LM_EVAL_SEEDS)
         subtasks = list(r.get("group_subtasks", {}).get(t.group, []))
         per_task[t.name] = {**v2_score(t, r["results"], subtasks, r["samples"]), "task": t.group,
                             "n": sum(v["effective"] for v in r["n-samples"].values()),
@@ -401,7 +444,7 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, in
                     **{k: v["score"] for k, v in per_task.items()}, "tasks": per_task},
         "provenance": {"lm_eval": version("lm-eval"), "limit": limit,
                        "tasks": sorted(k for k, v in per_task.items() if v["score"] is not None),
-                       "apply_chat_template": apply_chat_template, "seed": seed,
+                       "apply_chat_template": apply_chat_template, "seeds": LM_EVAL_SEEDS,
                        "normalisation": "open-llm-leaderboard v2",
                        "data": "lm-eval hub datasets" if not mirror else "local mirror (no v2 data)",
                        "data_dir": mirror,

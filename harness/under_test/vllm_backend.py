@@ -307,6 +307,7 @@ class VLLMModel:
         from vllm import SamplingParams
 
         stop = self._stop_ids()
+        top_k, top_p = model_sampling_defaults(_generation_config(self.path))
         prompts, params = [], []
         for r in requests:
             d = r.decoding
@@ -314,6 +315,7 @@ class VLLMModel:
                 list(r.messages), tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
             params.append(SamplingParams(
                 temperature=d.temperature, max_tokens=d.max_tokens, stop_token_ids=stop,
+                top_k=top_k, top_p=top_p,
                 seed=request_seed(r) if d.temperature > 0 else None, skip_special_tokens=True,
                 logprobs=max(d.top_logprobs, 1) if d.logprobs else None))
         out = JudgeBatch()
@@ -337,6 +339,15 @@ class VLLMModel:
         from harness.under_test.vllm_lm_eval import VLLMEvalModel
 
         return VLLMEvalModel(self, batch_size)
+
+
+def model_sampling_defaults(config: Any) -> tuple[int, float]:
+    """(top_k, top_p) that transformers' ``generate`` samples with when only ``do_sample`` and
+    ``temperature`` are passed, as FastChat answers MT-Bench: the model's generation config, else
+    transformers' defaults (top_k 50, top_p 1.0). vLLM's own defaults (no top-k) differ."""
+    top_k = config.top_k if config.top_k is not None else 50
+    top_p = config.top_p if config.top_p is not None else 1.0
+    return (top_k if top_k > 0 else -1), float(top_p)
 
 
 def _generation_config(path: str) -> Any:
