@@ -5,6 +5,9 @@ Columns are (benchmark, metric, protocol): a metric measured under two protocols
 another n, a smoke subset) gets two columns, footnoted with what differs, so numbers that are not
 comparable never share a column. Each run's iterations carry their delta against the run's base
 in the same column, marked * when |Δ| > 1.96·√(se² + se_base²) (independent-error approximation).
+Benchmarks whose official scoring fits all models at once (Arena-Hard's style control) refit
+their cells jointly over all the runs shown (:data:`harness.benchmarks.CROSS_RUN_REFITS`); such a
+column's protocol names the pool.
 """
 
 from __future__ import annotations
@@ -90,6 +93,10 @@ def build(runs: list[Path], published: bool = False) -> Table:
     cells: list[Cell] = []
     for r in runs:
         cells += run_cells(r)
+    from harness.benchmarks import CROSS_RUN_REFITS
+
+    for refit in CROSS_RUN_REFITS:
+        cells = refit(runs, cells)
     sources: dict[str, str] = {}
     if published:
         pub, sources = published_cells()

