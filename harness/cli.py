@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from harness.config import TrainingConfig
 from harness.errors import ConfigError, HarnessError
@@ -241,8 +242,6 @@ def _add_agreement(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_agreement(args: argparse.Namespace) -> int:
-    import json
-
     import torch
 
     from harness import agreement
@@ -269,7 +268,7 @@ def _cmd_agreement(args: argparse.Namespace) -> int:
 
         write_json(args.out, result)
     if args.json:
-        print(json.dumps(result))
+        _emit_json(result)
     else:
         lo, hi = result["agreement_ci95"]
         print(f"{result['ranker']}: agreement {100 * result['agreement']:.1f}% "
@@ -377,11 +376,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_metrics(metrics: dict, as_json: bool) -> None:
+_JSON_OUT: list[Any] = []  # where --json output goes, while stdout is sent to stderr
+
+
+def _emit_json(value: Any) -> None:
     import json
 
+    print(json.dumps(value), file=_JSON_OUT[-1] if _JSON_OUT else sys.stdout)
+
+
+def _print_metrics(metrics: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(metrics))
+        _emit_json(metrics)
         return
     for k, v in metrics.items():
         print(f"{k:28s} {v:.6g}" if isinstance(v, float) else f"{k:28s} {v}")
@@ -472,14 +478,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _mt_bench_from_judgments(args: argparse.Namespace) -> int:
-    import json
-
     from harness.benchmarks import mt_bench
 
     rows = [row for f in args.from_judgments for row in mt_bench.read_judgments(f)]
     per_model = mt_bench.aggregate(rows, args.model)
     if args.json:
-        print(json.dumps(per_model))
+        _emit_json(per_model)
         return 0
     print(f"MT-Bench (single, {', '.join(map(str, args.from_judgments))}); scores 1-10, "
           "-1 ratings dropped")
@@ -501,8 +505,6 @@ def _check_version(args: argparse.Namespace) -> None:
 
 
 def _arena_hard_from_judgments(args: argparse.Namespace) -> int:
-    import json
-
     from harness.benchmarks import arena_hard
 
     name = args.version or "v0.1"
@@ -515,7 +517,7 @@ def _arena_hard_from_judgments(args: argparse.Namespace) -> int:
             raise ConfigError(f"no judgments of model {args.model!r} (found: {', '.join(per_model)})")
         per_model = {args.model: per_model[args.model]}
     if args.json:
-        print(json.dumps(per_model))
+        _emit_json(per_model)
         return 0
     v = arena_hard.version(name)
     print(f"Arena-Hard {name} ({v.category} vs {v.baseline}); score = win rate vs the baseline (%), "
@@ -574,17 +576,30 @@ def _judged_chat_benchmark(args: argparse.Namespace, path: str, name: str, out: 
     return 0
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    load_plugins()
+    if args.command == "run":
+        return _cmd_run(args)
+    if args.command == "eval":
+        return _cmd_eval(args)
+    commands = {"leaderboard": _cmd_leaderboard, "check": _cmd_check, "card": _cmd_card,
+                "agreement": _cmd_agreement}
+    return commands[args.command](args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        load_plugins()
-        if args.command == "run":
-            return _cmd_run(args)
-        if args.command == "eval":
-            return _cmd_eval(args)
-        commands = {"leaderboard": _cmd_leaderboard, "check": _cmd_check, "card": _cmd_card,
-                    "agreement": _cmd_agreement}
-        return commands[args.command](args)
+        if getattr(args, "json", False):
+            # stdout carries the JSON and nothing else: whatever is printed meanwhile (libraries
+            # that log to stdout, such as DeepSpeed's logger when it is imported) goes to stderr
+            _JSON_OUT.append(sys.stdout)
+            try:
+                with contextlib.redirect_stdout(sys.stderr):
+                    return _dispatch(args)
+            finally:
+                _JSON_OUT.pop()
+        return _dispatch(args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -108,13 +108,21 @@ def test_aggregation_equals_show_result(tmp_path: Path) -> None:
     assert list(only) == ["beta"] and only["beta"] == ours["beta"]
 
 
-def test_from_judgments_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_from_judgments_cli(tmp_path: Path, capsys: pytest.CaptureFixture,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "gpt-4_single.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _official_rows(1)))
     assert main(["eval", "mt_bench", "--from-judgments", str(path), "--model", "gamma", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert list(got) == ["gamma"]
     assert got["gamma"]["score"] == pytest.approx(_show_result_single(path)["gamma"]["score"])
+    # a library that prints to stdout while the command works (DeepSpeed's logger, once imported,
+    # writes "[date] [WARNING] ..." there) must not break the JSON
+    real = mt_bench.aggregate
+    monkeypatch.setattr(mt_bench, "aggregate", lambda *a: (print("[2026] [WARNING] noise"), real(*a))[1])
+    assert main(["eval", "mt_bench", "--from-judgments", str(path), "--model", "gamma", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == got and "[WARNING] noise" in captured.err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question_id": 81, "model": "x"}\n')
     assert main(["eval", "mt_bench", "--from-judgments", str(bad)]) == 2
