@@ -142,7 +142,7 @@ def test_end_to_end_on_a_tiny_model_with_an_endpoint_judge(tiny_model_dir: Path,
 
     out = tmp_path / "eval"
     with FakeOpenAI(reply=reply) as srv:
-        judge = judge_config(tmp_path, srv.url, "gpt-4", 512, (30, 60))
+        judge = judge_config(tmp_path, srv.url, "gpt-4", 4096, (30, 60))
         base = ["eval", "mt_bench", "--model", str(tiny_model_dir), "--name", "tiny", "--judge", str(judge),
                 "--limit", "1", "--max-new-tokens", "4", "--dtype", "float32", "--out", str(out),
                 "--no-progress"]
@@ -156,11 +156,13 @@ def test_end_to_end_on_a_tiny_model_with_an_endpoint_judge(tiny_model_dir: Path,
         assert "pass --yes to accept the cost" in capsys.readouterr().err
         assert main([*base, "--json", "--yes"]) == 0
         assert len(srv.requests) == 16
-        # FastChat asks every judgment for 2048 tokens, whatever the judge config says (512 here)
+        # FastChat asks every judgment for 2048 tokens; a judge config may lower it, not raise it
         assert {r["max_tokens"] for r in srv.requests} == {2048}
         sent = sorted(json.dumps(r["messages"]) for r in srv.requests)
         assert sent == sorted(json.dumps(r["messages"]) for r in requests)  # the dry run was exact
     metrics = json.loads(capsys.readouterr().out)
+    judge_decoding = json.loads((out / "results.json").read_text())["provenance"]["judge_decoding"]
+    assert judge_decoding == {"temperature": 0.0, "max_tokens": 2048, "official_max_tokens": 2048}
     # 8 questions x 2 turns; math/reasoning/coding turn 1 unparseable
     assert metrics["parse_failures"] == 3 and metrics["n_judgments"] == 16
     assert metrics["turn_1"] == 6.0 and metrics["turn_2"] == 8.0

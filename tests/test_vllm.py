@@ -253,6 +253,9 @@ def test_vllm_served_judge_grades_mt_bench_and_arena_hard(vllm_server: dict[str,
         if bench == "mt_bench":  # every judgment is parsed or counted as a failure, none lost
             unrated = [r for r in rows if not re.search(r"\[\[?\d+\.?\d*\]\]?", r["judgment"])]
             assert len(rows) == 16 and metrics["parse_failures"] == len(unrated)
+            # the judge config's 48 tokens lower FastChat's 2048, and the results say so
+            record = json.loads((tmp_path / bench / "results.json").read_text())["provenance"]
+            assert record["judge_decoding"]["max_tokens"] == 48
         # the same run again: every judgment from the cache, nothing sent
         before = _served_requests(vllm_server)
         again = _harness("eval", bench, *common, "--out", str(tmp_path / f"{bench}-again"), env=env)

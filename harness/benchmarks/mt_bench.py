@@ -246,7 +246,8 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
         answers = answer(qs, chat, model_name, answers_path, max_new_tokens)
     # FastChat names the judge by its model; a local judge by its folder's name
     judge_model = Path(cfg.model.split(":")[-1]).name if cfg.kind == "local" else cfg.model
-    decoding = Decoding(cfg.temperature, cfg.max_tokens if cfg.kind == "local" else JUDGE_MAX_TOKENS)
+    # FastChat's judge budget; a judge config may only lower it (recorded), as for Arena-Hard
+    decoding = Decoding(cfg.temperature, min(JUDGE_MAX_TOKENS, cfg.max_tokens))
     pending = judge_requests(qs, answers, model_name, decoding, cfg.constrained)
     cache = JudgmentCache.for_judge(cfg.id)
     cost = estimate(cfg, cfg.id, [r for r, _ in pending], cache)
@@ -269,6 +270,9 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
               "verdict": "constrained to the official ratings by log-probability" if cfg.constrained
               else "generated",
               "references": "gpt-4", "n_examples": len(qs), "limit": limit,
+              "judge_decoding": {"temperature": decoding.temperature,
+                                 "max_tokens": decoding.max_tokens,
+                                 "official_max_tokens": JUDGE_MAX_TOKENS},
               "decoding": {"temperature": "per category (FastChat)", "max_new_tokens": max_new_tokens},
               **(provenance or {})}
     result = {"benchmark": NAME, "version": VERSION, "metrics": metrics, "provenance": record}

@@ -1,18 +1,19 @@
 """The bill before a paid judged run: requests not yet cached, estimated tokens and price.
 
 Prompt tokens are counted with tiktoken's ``o200k_base``/``cl100k_base`` when their files are
-available, else estimated as characters / 4 (the method is printed). Completion tokens are
-bounded by ``max_tokens`` per request, so the price is given as a range: prompts only up to
-prompts plus every completion at its limit. Prices come from the judge config (USD per million).
+available (``harness.openai_tokens``), else estimated as characters / 4 (the method is printed).
+Completion tokens are bounded by ``max_tokens`` per request, so the price is given as a range:
+prompts only up to prompts plus every completion at its limit. Prices come from the judge config
+(USD per million).
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from harness import openai_tokens
 from harness.errors import ConfigError
 from harness.judges.base import JudgeRequest
 from harness.judges.cache import JudgmentCache
@@ -37,24 +38,11 @@ class CostEstimate:
                 f"${self.usd_low:,.2f}–${self.usd_high:,.2f}")
 
 
-def _count_with(encode, text: str) -> int:
-    return len(encode(text, disallowed_special=()))
-
-
-@functools.cache
 def token_counter() -> tuple[Callable[[str], int], str]:
-    """Count tokens as OpenAI does when tiktoken has its files, else characters/4; and the method."""
-    try:
-        import tiktoken
-
-        for name in ("o200k_base", "cl100k_base"):
-            try:
-                encode = tiktoken.get_encoding(name).encode
-            except Exception:  # the encoding's file cannot be had (offline)
-                continue
-            return functools.partial(_count_with, encode), f"tiktoken {name}"
-    except ImportError:
-        pass
+    """Count tokens as OpenAI does where its vocabulary is at hand, else characters/4; and the method."""
+    for name in ("o200k_base", "cl100k_base"):
+        if (count := openai_tokens.counter(name)) is not None:
+            return count, f"tiktoken {name}"
     return (lambda text: (len(text) + 3) // 4), "characters/4"
 
 
