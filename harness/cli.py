@@ -136,6 +136,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version", choices=["v1", "v2", "v0.1", "v2.0"], default=None,
                    help="open_llm: leaderboard version v1 (default) or v2; arena_hard: v0.1 "
                         "(default, the SPPO paper's) or v2.0")
+    p.add_argument("--judge-names", nargs="+", default=None, metavar="JUDGE",
+                   help="arena_hard only, with --from-judgments (files or model_judgment/<judge> "
+                        "folders) and --version v2.0: pool these judges' judgments as the official "
+                        "show_result.py --judge-names (battles concatenated, one fit and bootstrap; "
+                        "with --style-control one style-controlled fit); the version names the judges")
     p.add_argument("--style-control", action="store_true",
                    help="arena_hard: control for answer length and markdown (reported as its own "
                         "version)")
@@ -402,13 +407,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.benchmark != "alpaca_eval":
             raise ConfigError("--from-annotations is for alpaca_eval")
         files, reason = alpaca_eval.lc_files()
-        metrics = alpaca_eval.score(read_json(args.from_annotations), files, reason)
+        annotations = read_json(args.from_annotations)
+        metrics = alpaca_eval.score(annotations, files, reason)
+        position = alpaca_eval.annotations_position(annotations, metrics)
+        if position is not None and args.json:
+            metrics[alpaca_eval.POSITION_KEY] = position
         _print_metrics(metrics, args.json)
         return 0
     _check_version(args)
+    if args.judge_names and not (args.benchmark == "arena_hard" and args.from_judgments):
+        raise ConfigError("--judge-names is for arena_hard --from-judgments")
     if args.from_judgments:
         for f in args.from_judgments:
-            if not f.is_file():
+            if not (f.is_file() or (args.judge_names and f.is_dir())):
                 raise ConfigError(f"--from-judgments {f}: no such file")
         if args.benchmark == "arena_hard":
             return _arena_hard_from_judgments(args)
@@ -508,6 +519,8 @@ def _arena_hard_from_judgments(args: argparse.Namespace) -> int:
     from harness.benchmarks import arena_hard
 
     name = args.version or "v0.1"
+    if args.judge_names:
+        return _arena_hard_judges(args, name)
     if args.style_control:
         raise ConfigError("--style-control needs the answers: evaluate with --model instead")
     rows = [row for f in args.from_judgments for row in arena_hard.read_judgments(f)]
@@ -529,6 +542,29 @@ def _arena_hard_from_judgments(args: argparse.Namespace) -> int:
         else:
             ci = f"(-{m['score'] - m['ci_lower']:.1f}, +{m['ci_upper'] - m['score']:.1f})"
             cells = f"{m['score']:6.1f} {ci:>16s}"
+        print(f"{model:40s} {cells} {m['n_questions']:9d} {m['invalid_games']:13d}")
+    return 0
+
+
+def _arena_hard_judges(args: argparse.Namespace, name: str) -> int:
+    """``--judge-names``: several judges' judgments pooled as the official show_result.py."""
+    from harness.benchmarks import arena_hard
+
+    control = arena_hard.control_name(True) if args.style_control else None
+    result = arena_hard.score_judges(args.from_judgments, name, args.judge_names, control)
+    if args.model:
+        if args.model not in result["models"]:
+            raise ConfigError(f"no judgments of model {args.model!r} (found: {', '.join(result['models'])})")
+        result["models"] = {args.model: result["models"][args.model]}
+    if args.json:
+        _emit_json(result)
+        return 0
+    print(f"Arena-Hard {result['version']}; score = win rate vs the baseline (%)")
+    print(f"{'model':40s} {'score':>6s} {'CI':>16s} {'judgments':>9s} {'invalid games':>13s}")
+    for model, m in sorted(result["models"].items(), key=lambda kv: -(kv[1]["score"] or -1)):
+        ci = f"(-{m['score'] - m['ci_lower']:.1f}, +{m['ci_upper'] - m['score']:.1f})" \
+            if m["score"] is not None and m["ci_lower"] is not None else "-"
+        cells = f"{m['score']:6.1f} {ci:>16s}" if m["score"] is not None else f"{'-':>6s} {'-':>16s}"
         print(f"{model:40s} {cells} {m['n_questions']:9d} {m['invalid_games']:13d}")
     return 0
 

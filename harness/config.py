@@ -154,6 +154,9 @@ class AlpacaEvalConfig(_Strict):
     )
     limit: int | None = Field(None, ge=1, description="first N instructions only (smoke runs)")
     decoding: DecodingOverride = DecodingOverride()
+    best_of: int = Field(1, ge=1, description="sample N answers per instruction and submit the one the "
+                                              "run's ranker scores highest (the paper's best-of-16 with "
+                                              "PairRM); its own protocol, never an official column")
 
 
 class MTBenchConfig(_Strict):

@@ -13,5 +13,9 @@ class DataError(HarnessError):
     """A prompt, artifact or benchmark file is missing, malformed or fails its checksum."""
 
 
+class DataUnavailable(DataError):
+    """An official file is in neither the mirror nor the cache, and cannot be downloaded here."""
+
+
 class RunStateError(HarnessError):
     """A run directory is locked, incompatible or inconsistent."""

@@ -18,10 +18,12 @@ import html
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.benchmarks import alpaca_eval
 from harness.errors import DataError
 from harness.results import HEADLINE, Cell, describe_key, label, protocol_key, run_cells
 
@@ -43,6 +45,11 @@ OFFICIAL_PROTOCOL = {
     "arena_hard": ("arena-hard-v0.1", {"judge": "openai:gpt-4-1106-preview", "baseline": "gpt-4-0314",
                                        "n_examples": 500, "limit": None, "profile": "full"}),
 }
+
+# Published best-of-n answers (the SPPO paper's and Snorkel's best-of-16) were picked by PairRM:
+# the harness's best-of-n with its default ranker, never the single-answer column.
+BEST_OF = re.compile(r"best-of-(\d+)")
+PUBLISHED_BEST_OF_RANKER = "pairrm"
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,8 @@ def published_cells(path: Path = PUBLISHED) -> tuple[list[Cell], dict[str, str]]
             bench, metric = PUBLISHED_METRICS.get((r["benchmark"], r["metric"]),
                                                   (r["benchmark"], r["metric"]))
             version, proto = OFFICIAL_PROTOCOL.get(bench, ("as published", {}))
+            if bench == "alpaca_eval" and (n := BEST_OF.search(f"{r['method']} {r['model']}")):
+                version = alpaca_eval.result_version(int(n[1]), PUBLISHED_BEST_OF_RANKER)
             run = f"published ({r['source_kind']})"
             unc = r.get("uncertainty") or None
             cell = Cell(run, int(r["iteration"]) if r.get("iteration") else None, r["model"],

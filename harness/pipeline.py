@@ -7,6 +7,7 @@ what finished and redoes an interrupted stage from its start.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import sys
@@ -408,16 +409,30 @@ class SPPORun:
         sampling = self._benchmark_decoding(cfg.decoding)
         path = self.policy_path(t)
         model = self._under_test(path)
+        out = self.dir.eval_dir(t, alpaca_eval.NAME)
+
+        def sample(instructions: list[str], sampling: Sampling = sampling) -> list[list[str]]:
+            prompts = [Prompt(f"alpaca_eval-{i:03d}", x) for i, x in enumerate(instructions)]
+            return [g.responses for g in self._under_test(path).sample(prompts, sampling)]
 
         def answer(instructions: list[str]) -> list[str]:
-            prompts = [Prompt(f"alpaca_eval-{i:03d}", x) for i, x in enumerate(instructions)]
-            return [g.responses[0] for g in model.sample(prompts, sampling)]
+            return [r[0] for r in sample(instructions)]
+
+        if cfg.best_of > 1:  # n samples, seeded from the evaluation seed up; the run's ranker picks
+            sampling = replace(sampling, seeds=tuple(sampling.seeds[0] + k for k in range(cfg.best_of)))
+            instructions = [r["instruction"] for r in alpaca_eval.eval_set(cfg.limit)]
+            picked = alpaca_eval.best_of_n(instructions, functools.partial(sample, sampling=sampling),
+                                           lambda xs, cs: self._get_ranker().score(xs, cs), cfg.best_of,
+                                           out, release=self._release)
+            chosen = dict(zip(instructions, picked, strict=True))
+
+            def answer(instructions: list[str]) -> list[str]:
+                return [chosen[x] for x in instructions]
 
         name = f"{self.config.name}-sppo-iter{t}" if t else self.config.name
-        out = self.dir.eval_dir(t, alpaca_eval.NAME)
         result = alpaca_eval.evaluate(
             name, path, answer, sampling.as_dict(model.seed_rule), out, annotator=cfg.annotator,
-            limit=cfg.limit,
+            limit=cfg.limit, best_of=(cfg.best_of, self.config.ranker if cfg.best_of > 1 else None),
             dtype=self.config.sampling.dtype,
             provenance={"iteration": t, "profile": self.config.profile,
                         "base_config": self.config.name, "git_sha": self.dir.meta.get("git_sha"),

@@ -1,3 +1,4 @@
+import io
 import os
 import shutil
 from pathlib import Path
@@ -43,7 +44,43 @@ def test_manifest_lists_official_sources_with_checksums() -> None:
     e = m["alpaca_eval/gpt4_1106_preview/model_outputs.json"]
     assert e["sha256"].startswith("83db546b") and e["sha256"].endswith("1ec4")
     assert e["url"].startswith("https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/")
-    assert all(len(x["sha256"]) == 64 for x in m.values())
+    checksums = [datafiles.checksum(x) for x in m.values()]
+    assert all(len(v) == {"sha256": 64, "git_blob_sha1": 40}[k] for k, v in checksums)
+    # files too large for the mirror, known by the object id of their official repository's tree
+    hellaswag = m["open_llm/hellaswag/hellaswag_val.jsonl"]
+    assert hellaswag["git_blob_sha1"] == "0f5ee25d72216f12317d5d8a7b92deafa423d81e"
+    assert hellaswag["url"].startswith("https://raw.githubusercontent.com/rowanz/hellaswag/a29ff8e9")
+
+
+def test_git_object_id_is_gits(tmp_path: Path) -> None:
+    """``git hash-object``: empty blob and "hello\n", the ids git itself gives them."""
+    empty, hello = tmp_path / "empty", tmp_path / "hello"
+    empty.write_bytes(b"")
+    hello.write_bytes(b"hello\n")
+    assert datafiles.git_blob_sha1_of(empty) == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    assert datafiles.git_blob_sha1_of(hello) == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_a_download_is_checked_by_its_git_object_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rel = "open_llm/hellaswag/hellaswag_val.jsonl"
+    monkeypatch.setenv("SPPO_DATA_DIR", str(tmp_path / "mirror"))
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
+    served = {"body": b'{"ind": 24}\n'}
+
+    def serve(url: str, timeout: float = 0) -> io.BytesIO:
+        assert url == datafiles.manifest()[rel]["url"]
+        return io.BytesIO(served["body"])
+
+    monkeypatch.setattr(datafiles.urllib.request, "urlopen", serve)
+    with pytest.raises(DataError, match=r"git_blob_sha1 mismatch for open_llm/hellaswag/hellaswag_val\.jsonl "
+                                        r"\(expected 0f5ee25d7221…"):
+        datafiles.fetch(rel)
+    assert not (tmp_path / "cache" / "data" / rel).exists()  # nothing unverified is kept
+    blob = tmp_path / "body"
+    blob.write_bytes(served["body"])
+    entry = {**datafiles.manifest()[rel], "git_blob_sha1": datafiles.git_blob_sha1_of(blob)}
+    monkeypatch.setitem(datafiles.manifest(), rel, entry)
+    assert datafiles.fetch(rel).read_bytes() == served["body"]
 
 
 def test_mirror_file_is_verified(mirror: Path) -> None:

@@ -37,7 +37,7 @@ def test_one_sppo_iteration_on_the_embedded_model(tmp_path: Path, monkeypatch: p
         "sampling": {"max_new_tokens": 16, "batch_size": 4},
         "training": {"per_device_batch_size": 4, "global_batch_size": 4, "epochs": 1},
         "evaluation": {"benchmarks": ["win_rate_vs_base", "alpaca_eval", "open_llm"],
-                       "alpaca_eval": {"limit": 2},
+                       "alpaca_eval": {"limit": 2, "best_of": 2},
                        "open_llm": {"tasks": ["truthfulqa_mc2"], "limit": 2}},
     })
     out = tmp_path / "run"
@@ -62,6 +62,13 @@ def test_one_sppo_iteration_on_the_embedded_model(tmp_path: Path, monkeypatch: p
         assert ae["metrics"]["length_controlled_winrate"] is None and ae["metrics"]["lc_unavailable"]
         outputs = read_json(out / f"iter-{t}" / "eval" / "alpaca_eval" / "model_outputs.json")
         assert [o["generator"] for o in outputs] == [["smollm2-135m", "smollm2-135m-sppo-iter1"][t]] * 2
+        # best-of-2: two samples (seeds e, e+1), the run's ranker picks; its own version
+        assert ae["version"] == "2.0 best-of-2 (smollm-judge)"
+        assert ae["provenance"]["selection"]["ranker"] == "smollm-judge"
+        assert len(ae["provenance"]["decoding"]["seeds"]) == 2
+        picks = read_jsonl(out / f"iter-{t}" / "eval" / "alpaca_eval" / "best_of_n.jsonl")
+        assert [p["candidates"][p["chosen"]] for p in picks] == [o["output"] for o in outputs]
+        assert all(p["scores"][p["chosen"]] == max(p["scores"]) for p in picks)
     assert "AlpacaEval 2.0 WR (%)" in (out / "leaderboard.md").read_text()
     # Open LLM v1 through lm-eval on the in-memory checkpoint, for the base and the iteration.
     for t in (0, 1):

@@ -5,15 +5,31 @@ normalisation against hand-computed values."""
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from harness import datafiles
 from harness.benchmarks import open_llm
 from harness.models import load_model, load_tokenizer
 from harness.under_test.hf import TransformersModel
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """No network and an empty download cache: the URLs the harness tried to download."""
+    tried: list[str] = []
+
+    def refuse(url: str, timeout: float = 0) -> None:
+        tried.append(url)
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(datafiles.urllib.request, "urlopen", refuse)
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
+    return tried
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +59,20 @@ def test_truthfulqa_converter_keeps_choice_order_and_labels(mirror: Path) -> Non
         assert r["mc1_targets"]["labels"][0] == 1 and sum(r["mc1_targets"]["labels"]) == 1
 
 
-def test_local_tasks_cover_the_mirrored_v1_tasks(mirror: Path, tmp_path: Path) -> None:
-    names = open_llm.render_local_tasks(mirror, tmp_path)
-    assert names == {"arc_challenge": "arc_challenge_local", "gsm8k": "gsm8k_local",
-                     "truthfulqa_mc2": "truthfulqa_mc2_local", "mmlu": "mmlu_local",
-                     "winogrande": "winogrande_local"}
+def test_local_tasks_cover_the_mirrored_v1_tasks(mirror: Path, tmp_path: Path,
+                                                 offline: list[str]) -> None:
+    local = open_llm.render_local_tasks(mirror, tmp_path)
+    assert local.names == {"arc_challenge": "arc_challenge_local", "gsm8k": "gsm8k_local",
+                           "truthfulqa_mc2": "truthfulqa_mc2_local", "mmlu": "mmlu_local",
+                           "winogrande": "winogrande_local"}
+    # what the mirror lacks is looked for at its official source, checksummed (see below)
+    manifest = datafiles.manifest()
+    assert offline == [manifest[f"open_llm/{r}"]["url"] for r in (
+        "hellaswag/hellaswag_train.jsonl", "winogrande/train_xl.jsonl")]
+    assert set(local.unavailable) == {"hellaswag"}
+    assert "download from https://raw.githubusercontent.com/rowanz/hellaswag/" in \
+        local.unavailable["hellaswag"]
+    assert "winogrande_xl train" in local.fewshot_deviations["winogrande"]
     import yaml
 
     arc = yaml.safe_load((tmp_path / "arc_challenge_local.yaml").read_text())
@@ -60,7 +85,7 @@ def test_local_tasks_cover_the_mirrored_v1_tasks(mirror: Path, tmp_path: Path) -
     assert list(wino["dataset_kwargs"]["data_files"]) == ["validation"]
 
 
-def test_a_corrupt_mirror_file_is_refused_by_name(mirror: Path, tmp_path: Path) -> None:
+def test_a_corrupt_mirror_file_is_refused_by_name(mirror: Path, tmp_path: Path, offline: list[str]) -> None:
     fake = tmp_path / "mirror"
     (fake / "open_llm" / "truthfulqa").mkdir(parents=True)
     raw = (mirror / "open_llm" / "truthfulqa" / "mc_task.json").read_bytes()
@@ -68,7 +93,8 @@ def test_a_corrupt_mirror_file_is_refused_by_name(mirror: Path, tmp_path: Path) 
     with pytest.raises(open_llm.DataError, match=r"mc_task\.json: sha256 mismatch"):
         open_llm.render_local_tasks(fake, tmp_path / "tasks")
     (fake / "open_llm" / "truthfulqa" / "mc_task.json").write_bytes(raw)
-    assert open_llm.render_local_tasks(fake, tmp_path / "tasks") == {"truthfulqa_mc2": "truthfulqa_mc2_local"}
+    assert open_llm.render_local_tasks(fake, tmp_path / "tasks").names == {
+        "truthfulqa_mc2": "truthfulqa_mc2_local"}
 
 
 def test_v1_average_is_unweighted_and_partial_when_tasks_are_missing() -> None:
@@ -79,7 +105,7 @@ def test_v1_average_is_unweighted_and_partial_when_tasks_are_missing() -> None:
 
 
 def test_harness_numbers_equal_lm_eval_called_directly(
-    mirror: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mirror: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: list[str]
 ) -> None:
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -92,7 +118,8 @@ def test_harness_numbers_equal_lm_eval_called_directly(
     got = open_llm.evaluate(TransformersModel(model, tok, str(tiny_model_dir)), tmp_path / "ol",
                             limit=limits, tasks=tasks, batch_size=4)
     m = got["metrics"]
-    assert m["tasks"]["hellaswag"]["score"] is None and "no data" in m["tasks"]["hellaswag"]["unavailable"]
+    assert m["tasks"]["hellaswag"]["score"] is None
+    assert "hellaswag_train.jsonl: not in the data mirror" in m["tasks"]["hellaswag"]["unavailable"]
     assert m["average_is_partial"] is True
 
     manager = TaskManager(include_path=str(tmp_path / "ol" / "tasks"))
@@ -231,3 +258,65 @@ def test_committed_tasks_are_reused_only_under_the_same_settings(tmp_path: Path)
     assert open_llm._TaskLog(tmp_path, {**settings, "limit": 4}).done == {}  # other settings: rerun
     log.finish({"metrics": {}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def _hellaswag_row(i: int, split: str) -> dict:
+    """A row in rowanz/hellaswag's own schema (data/hellaswag_*.jsonl)."""
+    return {"ind": i, "activity_label": f"Activity {i % 3}", "ctx_a": f"A person picks up tool {i}.",
+            "ctx_b": "then they", "ctx": f"A person picks up tool {i}. then they", "split": split,
+            "split_type": "indomain", "endings": [f"use tool {i} [title] well.", "sleep.", "run away.",
+                                                   "sing."],
+            "label": i % 4, "source_id": f"activitynet~v_{i}"}
+
+
+def _winogrande_row(i: int) -> dict:
+    """A row of WinoGrande 1.1's train_xl.jsonl (qID included, which the hub schema lacks)."""
+    return {"qID": f"q{i}-1", "sentence": f"Tom gave Ann book {i} because _ was leaving.",
+            "option1": "Tom", "option2": "Ann", "answer": str(1 + i % 2)}
+
+
+def test_files_the_mirror_lacks_are_downloaded_checksummed_and_used(
+    mirror: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HellaSwag (both splits) and Winogrande's train_xl, served as their official URLs would
+    serve them: the tasks run from them, Winogrande's shots come from train_xl as the
+    leaderboard's did, and nothing is marked as deviating."""
+    bodies = {"open_llm/hellaswag/hellaswag_train.jsonl": [_hellaswag_row(i, "train") for i in range(12)],
+              "open_llm/hellaswag/hellaswag_val.jsonl": [_hellaswag_row(100 + i, "val") for i in range(3)],
+              "open_llm/winogrande/train_xl.jsonl": [_winogrande_row(i) for i in range(8)]}
+    by_url = {}
+    for rel, rows in bodies.items():
+        body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        path = tmp_path / "served" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        entry = datafiles.manifest()[rel]
+        kind = datafiles.checksum(entry)[0]  # the served stand-ins get the manifest's kind of checksum
+        monkeypatch.setitem(datafiles.manifest(), rel, {**entry, kind: datafiles.CHECKSUMS[kind](path)})
+        by_url[entry["url"]] = body
+    monkeypatch.setattr(datafiles.urllib.request, "urlopen", lambda url, timeout=0: io.BytesIO(by_url[url]))
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPPO_DATA_DIR", str(mirror))
+
+    local = open_llm.render_local_tasks(mirror, tmp_path / "tasks")
+    assert local.names["hellaswag"] == "hellaswag_local" and not local.unavailable
+    assert local.fewshot_deviations == {}
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(tmp_path / "tasks"))
+    tasks = manager.load(["hellaswag_local", "winogrande_local"])["tasks"]
+    hs, wino = tasks["hellaswag_local"], tasks["winogrande_local"]
+    assert len(hs.training_docs()) == 12 and len(hs.validation_docs()) == 3
+    doc = hs.validation_docs()[0]  # lm-eval's own preprocessing ran on the official schema
+    assert doc["query"] == "Activity 1: A person picks up tool 100. Then they"
+    assert doc["choices"][0] == "use tool 100. well." and doc["gold"] == 0
+    assert len(wino.training_docs()) == 8 and len(wino.validation_docs()) == 1267
+    assert set(wino.training_docs()[0]) == {"sentence", "option1", "option2", "answer"}
+
+    model, tok = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
+    got = open_llm.evaluate(TransformersModel(model, tok, str(tiny_model_dir)), tmp_path / "ol",
+                            limit=2, tasks=["hellaswag", "winogrande"], batch_size=4)
+    m = got["metrics"]["tasks"]
+    assert m["hellaswag"]["score"] is not None and m["hellaswag"]["n_shot"] == 10
+    assert "fewshot_deviation" not in m["winogrande"]
+    assert got["provenance"]["data"] == "local mirror, converted"

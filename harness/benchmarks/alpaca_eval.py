@@ -16,22 +16,26 @@ The length-controlled GLM needs two files that live only on the official hub dat
 (``instruction_difficulty.csv``, ``df_gamed.csv``). They are fetched like every data file, with
 their sha256 checked; when they cannot be had, LC is reported as unavailable with the reason, and
 no other number is put under its name.
+
+A result of the official annotator on all 805 instructions, with an LC win rate, is placed in the
+published leaderboard (``alpaca_eval/leaderboard.csv``) as alpaca_eval's ``evaluate`` prints it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from harness import datafiles
-from harness.artifacts import partial_path, write_json, write_text_atomic
+from harness.artifacts import partial_path, read_jsonl, write_json, write_jsonl, write_text_atomic
 from harness.benchmarks.answers import answer_in_chunks
 from harness.errors import ConfigError, DataError
 from harness.faults import crash_point
@@ -46,6 +50,10 @@ LOCAL_ANNOTATOR = "local"
 LC_FILES = ("alpaca_eval/instruction_difficulty.csv", "alpaca_eval/df_gamed.csv")
 HUB_REPO = "tatsu-lab/alpaca_eval"
 ANNOTATION_CHUNK = 128  # alpaca_eval's default: annotated, then its cache saved, together
+LEADERBOARD = "alpaca_eval/leaderboard.csv"  # the published AlpacaEval 2.0 board of OFFICIAL_ANNOTATOR
+POSITION_KEY = "published_leaderboard_position"
+SORT_BY = "length_controlled_winrate"  # alpaca_eval main.evaluate's sort_by for AlpacaEval 2.0
+NEIGHBOURS = 3  # published rows shown above and below the model
 METRIC_KEYS = ("win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
                "discrete_win_rate", "avg_length", "length_controlled_winrate", "lc_standard_error")
 
@@ -331,6 +339,170 @@ def _saved_annotations(path: Path, outputs: list[dict]) -> list[dict] | None:
     return saved if pairs == [(o["instruction"], o["output"]) for o in outputs] else None
 
 
+# position in the published leaderboard ------------------------------------------------------
+POSITION_COLUMNS = (SORT_BY, "win_rate", "standard_error", "n_total", "avg_length", "mode")
+
+
+def leaderboard_position(metrics: dict[str, Any], leaderboard: Any, name: str,
+                         around: int = NEIGHBOURS) -> dict[str, Any]:
+    """The model's rank by LC win rate among the published rows, with ``around`` rows either side.
+
+    Ordered as alpaca_eval's ``main.evaluate`` orders its leaderboard: the model's row added to the
+    precomputed one (a published row of the same name is replaced in place, as with
+    ``is_overwrite_leaderboard``; otherwise the model comes last), then ``sort_values(by=SORT_BY,
+    ascending=False)``. The sort is made stable so that a tie puts the published row first, the
+    order pandas' descending sort keeps for ties (numpy's default quicksort does not promise it).
+    """
+    import pandas as pd
+
+    rows = leaderboard.to_dict(orient="index")
+    rows[name] = {**rows.get(name, {}), "mode": None,
+                  **{k: metrics.get(k) for k in POSITION_COLUMNS if k != "mode"}}
+    board = pd.DataFrame.from_dict(rows, orient="index").sort_values(
+        by=SORT_BY, ascending=False, kind="stable")
+    at = board.index.get_loc(name)
+    shown = board.iloc[max(at - around, 0):at + around + 1]
+    return {
+        "rank": at + 1,
+        "out_of": len(board),
+        "sorted_by": SORT_BY,
+        "replaces_published_row": name in leaderboard.index,
+        "rows": [{"rank": board.index.get_loc(model) + 1, "model": model, "current": model == name,
+                  **{k: _cell(row[k]) for k in POSITION_COLUMNS}} for model, row in shown.iterrows()],
+    }
+
+
+def _cell(value: Any) -> Any:
+    """A leaderboard cell as plain JSON (NaN as None)."""
+    value = _plain(value)
+    return None if isinstance(value, float) and value != value else value
+
+
+def comparability(annotator: str, baseline: str, n_instructions: int, limit: int | None,
+                  metrics: dict[str, Any]) -> str | None:
+    """Why a result cannot stand in the published leaderboard, or None when it can: that needs the
+    official annotator and baseline, all the instructions, and an LC win rate."""
+    if annotator != OFFICIAL_ANNOTATOR:
+        return f"annotator {annotator!r} is not the leaderboard's {OFFICIAL_ANNOTATOR}"
+    if baseline != BASELINE:
+        return f"baseline {baseline!r} is not the leaderboard's {BASELINE}"
+    total = len(eval_set())
+    if limit or n_instructions != total:
+        return f"{n_instructions} of the {total} instructions (limit {limit})"
+    if metrics.get(SORT_BY) is None:
+        return f"no LC win rate ({metrics.get('lc_unavailable', 'not computed')})"
+    return None
+
+
+def published_position(metrics: dict[str, Any], name: str, annotator: str, baseline: str,
+                       n_instructions: int, limit: int | None = None
+                       ) -> tuple[dict[str, Any] | None, str | None]:
+    """(position in the published leaderboard with the file's name and sha256, None), or
+    (None, why the result is not comparable)."""
+    import pandas as pd
+
+    reason = comparability(annotator, baseline, n_instructions, limit, metrics)
+    if reason is not None:
+        return None, reason
+    try:
+        path = datafiles.fetch(LEADERBOARD)
+    except DataError as exc:
+        return None, str(exc)
+    position = leaderboard_position(metrics, pd.read_csv(path, index_col=0), name)
+    return {"leaderboard": LEADERBOARD, "sha256": datafiles.sha256_of(path), **position}, None
+
+
+def format_position(position: dict[str, Any]) -> str:
+    """The rows around the model, as alpaca_eval prints them (its columns, 2 decimals)."""
+    lines = [f"AlpacaEval 2.0 published leaderboard ({position['leaderboard']}, sha256 "
+             f"{position['sha256'][:12]}…): rank {position['rank']} of {position['out_of']} by LC win rate",
+             f"{'':2s}{'rank':>4s}  {'model':42s} {'LC':>6s} {'WR':>6s} {'SE':>5s} {'n':>4s} "
+             f"{'length':>6s}  mode"]
+    for r in position["rows"]:
+        se = "-" if r["standard_error"] is None else f"{r['standard_error']:.2f}"
+        lines.append(f"{'→' if r['current'] else '':2s}{r['rank']:4d}  {r['model'][:42]:42s} "
+                     f"{r[SORT_BY]:6.2f} {r['win_rate']:6.2f} {se:>5s} {r['n_total']:4d} "
+                     f"{r['avg_length']:6d}  {r['mode'] or 'this run'}")
+    return "\n".join(lines)
+
+
+def report_position(metrics: dict[str, Any], name: str, annotator: str, baseline: str,
+                    n_instructions: int, limit: int | None = None) -> dict[str, Any] | None:
+    """:func:`published_position`, printed to stderr (or one line on why there is none)."""
+    position, reason = published_position(metrics, name, annotator, baseline, n_instructions, limit)
+    if position is None:
+        print(f"AlpacaEval: not placed in the published leaderboard: {reason}", file=sys.stderr)
+    else:
+        print(format_position(position), file=sys.stderr)
+    return position
+
+
+def annotations_position(annotations: Sequence[dict[str, Any]],
+                         metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`report_position` for re-scored annotations (annotator, baseline and model from
+    their own columns)."""
+    def only(key: str) -> str:
+        values = sorted({str(a.get(key)) for a in annotations})
+        return values[0] if len(values) == 1 else f"mixed {values[:3]}"
+
+    return report_position(metrics, only("generator_2"), only("annotator"), only("generator_1"),
+                           len({a["instruction"] for a in annotations}))
+
+
+# best-of-n: the paper's "best-of-16" -------------------------------------------------------
+def result_version(best_of: int = 1, ranker: str | None = None) -> str:
+    """The version a result is filed under: best-of-n answers are their own protocol."""
+    return VERSION if best_of == 1 else f"{VERSION} best-of-{best_of} ({ranker})"
+
+
+def best_of_n(instructions: list[str], sample: Callable[[list[str]], list[list[str]]],
+              rank: Callable[[list[str], list[list[str]]], list[list[float]]], n: int, out_dir: Path,
+              release: Callable[[], None] = lambda: None) -> list[str]:
+    """Each instruction's answer: of ``n`` sampled ones, the one ``rank`` scores highest (the first
+    of ties, as ``np.argmax``), as the SPPO paper's best-of-16 with PairRM.
+
+    Candidates and then their scores are committed in chunks and reused on resume; ``release``
+    frees the sampler before ranking starts. ``best_of_n.jsonl`` keeps every candidate, its score
+    and the choice."""
+    done = out_dir / "best_of_n.jsonl"
+    if done.exists():
+        rows = read_jsonl(done)
+        if [r["instruction"] for r in rows] == instructions and all(len(r["candidates"]) == n for r in rows):
+            return [r["candidates"][r["chosen"]] for r in rows]
+    ids = [f"{i:04d}-best-of-{n}" for i in range(len(instructions))]
+
+    def requests(kind: str) -> list[JudgeRequest]:
+        return [JudgeRequest(i, ({"role": kind, "content": x},), Decoding(0.0, n))
+                for i, x in zip(ids, instructions, strict=True)]
+
+    def sampled(todo: list[JudgeRequest]) -> dict[str, str]:
+        got = sample([r.messages[0]["content"] for r in todo])
+        if any(len(c) != n for c in got):
+            raise DataError(f"best-of-{n}: the sampler returned {sorted({len(c) for c in got})} answers")
+        return {r.id: json.dumps(c) for r, c in zip(todo, got, strict=True)}
+
+    candidates_path = out_dir / "best_of_n.candidates.jsonl"
+    candidates = {k: json.loads(v) for k, v in
+                  answer_in_chunks(requests("user"), sampled, candidates_path).items()}
+    release()
+    by_instruction = dict(zip(instructions, ids, strict=True))
+
+    def scored(todo: list[JudgeRequest]) -> dict[str, str]:
+        xs = [r.messages[0]["content"] for r in todo]
+        scores = rank(xs, [candidates[by_instruction[x]] for x in xs])
+        return {r.id: json.dumps([float(v) for v in s]) for r, s in zip(todo, scores, strict=True)}
+
+    scores_path = out_dir / "best_of_n.scores.jsonl"
+    scores = {k: json.loads(v) for k, v in answer_in_chunks(requests("ranked"), scored, scores_path).items()}
+    rows = [{"instruction": x, "candidates": candidates[i], "scores": scores[i],
+             "chosen": max(range(n), key=lambda k, s=scores[i]: (s[k], -k))}
+            for x, i in zip(instructions, ids, strict=True)]
+    write_jsonl(done, rows)
+    for path in (candidates_path, scores_path):
+        partial_path(path).unlink(missing_ok=True)
+    return [r["candidates"][r["chosen"]] for r in rows]
+
+
 # the whole benchmark for one model ----------------------------------------------------------
 def evaluate(
     model_name: str,
@@ -343,11 +515,14 @@ def evaluate(
     judge: str = "embedded:smollm2-135m",
     dtype: str = "bfloat16",
     provenance: dict[str, Any] | None = None,
+    best_of: tuple[int, str | None] = (1, None),
 ) -> dict[str, Any]:
     """Answer, annotate and score; every step's output is kept in ``out_dir`` and reused.
 
-    ``generate(instructions) -> list[str]`` answers each instruction once with ``decoding``.
-    Also writes the alpaca_eval model config of the checkpoint (``models_configs/<name>/``).
+    ``generate(instructions) -> list[str]`` answers each instruction once with ``decoding``;
+    ``best_of`` = (n, ranker) when it submits the ranker's pick of n samples (:func:`best_of_n`).
+    Also writes the alpaca_eval model config of the checkpoint (``models_configs/<name>/``). A
+    result comparable with the published leaderboard gets its position there (:data:`POSITION_KEY`).
     """
     from harness.artifacts import read_json
     from harness.models import load_tokenizer
@@ -390,6 +565,13 @@ def evaluate(
         "alpaca_eval": package_version(),
         **(provenance or {}),
     }
-    result = {"benchmark": NAME, "version": VERSION, "metrics": metrics, "provenance": record}
+    if best_of[0] > 1:
+        record["selection"] = {"best_of": best_of[0], "ranker": best_of[1],
+                               "rule": "highest ranker score, the first of ties"}
+    result = {"benchmark": NAME, "version": result_version(*best_of), "metrics": metrics,
+              "provenance": record}
+    position = report_position(metrics, model_name, record["annotator"], BASELINE, len(rows), limit)
+    if position is not None:
+        result[POSITION_KEY] = position
     write_json(out_dir / "results.json", result)
     return result

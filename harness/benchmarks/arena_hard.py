@@ -354,7 +354,7 @@ def normalise(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
             continue
         labels = [g.get("score") if isinstance(g, dict) else None for g in r["games"]]
         out.append({"id": r.get("question_id", r.get("uid")), "model": r["model"].split("/")[-1],
-                    "category": category, "labels": labels})
+                    "category": category, "labels": labels, "judge": r.get("judge")})
     return out
 
 
@@ -365,12 +365,14 @@ def score(rows: list[dict[str, Any]], name: str, style: dict[str, Any] | None = 
     ``style`` (style control, fitted jointly over all ``rows``): ``features`` maps
     ``(id, model)`` and ``(id, baseline)`` to :func:`answer_style` counts; ``control`` is
     "style" (length and markdown, the default), "length" or "markdown". The battles are pooled in
-    the order of the model names (the official scripts' ``glob`` of the judge's folder, sorted).
+    the order of the model names (the official scripts' ``glob`` of the judge's folder, sorted);
+    with ``judges`` (several judges, :func:`rows_by_judge`) judge by judge in that order, then by name.
     """
     v = version(name)
     norm = normalise(rows, name)
     if style is not None:
-        norm.sort(key=lambda r: r["model"])  # stable: each file's row order is kept
+        rank = {j: k for k, j in enumerate(style.get("judges") or [])}
+        norm.sort(key=lambda r: (rank.get(r["judge"], 0), r["model"]))  # stable: each file's order kept
     if not norm:
         raise DataError(f"no Arena-Hard {name} judgments of category {v.category!r} against "
                         f"{v.baseline} to score")
@@ -414,6 +416,10 @@ STYLE_SCRIPTS = {"v0.1": "show_result.py@3071ef9 (2024): L2 logistic regression,
                  "v2.0": "show_result.py@196f6b8 (2025): L-BFGS float32, median, 5/95 quantiles"}
 
 
+MULTI_JUDGE_SCRIPT = ("show_result.py@196f6b8 (2025) --judge-names: every judge's battles "
+                      "concatenated, one fit")
+
+
 def control_name(style_control: bool | str) -> str:
     control = "style" if style_control is True else str(style_control)
     if control not in scoring.CONTROLS:
@@ -422,23 +428,26 @@ def control_name(style_control: bool | str) -> str:
 
 
 def pool_info(rows: list[dict[str, Any]], name: str, features: dict[tuple[str, str], Any],
-              control: str) -> dict[str, Any]:
+              control: str, judges: list[str] | None = None) -> dict[str, Any]:
     """What a style-controlled fit was pooled over: the models, ``hash`` (of the model set, the
-    control option and the version: it goes into the version string, so fits over different
-    model sets never share a column, while a rerun of the same checkpoint stays comparable) and
-    ``data_hash`` (of the pooled verdicts and answer features, for the record)."""
+    control option, the version and the ``judges`` if several are pooled: it goes into the version
+    string, so fits over different model sets never share a column, while a rerun of the same
+    checkpoint stays comparable) and ``data_hash`` (of the pooled verdicts and answer features,
+    for the record)."""
     v = version(name)
     norm = sorted(normalise(rows, name), key=lambda r: r["model"])
     data = [[r["model"], r["id"], r["labels"], features.get((r["id"], r["model"])),
              features.get((r["id"], v.baseline))] for r in norm]
     models = sorted({r["model"] for r in norm})
+    extra = [list(judges)] if judges else []
 
     def digest(x: Any) -> str:
         return hashlib.sha256(json.dumps(x, default=list).encode()).hexdigest()[:12]
 
     return {"control": control, "script": STYLE_SCRIPTS[name], "models": models,
-            "n_models": len(models), "hash": digest([name, control, models]),
-            "data_hash": digest([name, control, data])}
+            "n_models": len(models), "hash": digest([name, control, models, *extra]),
+            "data_hash": digest([name, control, data, *extra]),
+            **({"judges": list(judges)} if judges else {})}
 
 
 def style_version(name: str, info: dict[str, Any]) -> str:
@@ -448,42 +457,110 @@ def style_version(name: str, info: dict[str, Any]) -> str:
             f"{'s' if n != 1 else ''} [{info['hash']}]")
 
 
-def load_pool(paths: list[Path], name: str, judge_model: str | None = None
-              ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], Any]]:
+def judgment_files(paths: list[Path]) -> list[Path]:
+    """The files named, a folder standing for its ``*.jsonl`` (sorted)."""
+    return [f for p in paths for f in (sorted(Path(p).glob("*.jsonl")) if Path(p).is_dir() else [Path(p)])]
+
+
+def row_judge(path: Path, row: dict[str, Any]) -> str | None:
+    """A judgment row's judge: its ``judge`` field, else the judge folder its file is in
+    (``model_judgment/<judge>/``, the official layout), else None."""
+    if row.get("judge") is not None:
+        return str(row["judge"])
+    return path.parent.name if path.parent.parent.name == "model_judgment" else None
+
+
+def check_judges(name: str, judges: list[str]) -> None:
+    """Several judges exist in the 2025 ``show_result.py`` only (``--judge-names``); the 2024 one
+    (v0.1) takes one ``--judge-name``."""
+    if name != "v2.0":
+        raise ConfigError(f"Arena-Hard {name}: several judges are the 2025 show_result.py's "
+                          "--judge-names (--version v2.0); the 2024 script (v0.1) scores one --judge-name")
+    if not judges or len(set(judges)) != len(judges):
+        raise ConfigError(f"--judge-names {' '.join(judges)}: name each judge once")
+
+
+def rows_by_judge(files: list[tuple[Path, list[dict[str, Any]]]], judges: list[str]) -> list[dict[str, Any]]:
+    """The judgment rows of every named judge, concatenated as ``load_judgments`` of
+    ``show_result.py@196f6b8`` does: judge by judge in the order named, each judge's files in
+    the order given; each row stamped with its judge. A row of another judge is refused."""
+    found: dict[str, list[dict[str, Any]]] = {j: [] for j in judges}
+    for f, rows in files:
+        for n, r in enumerate(rows, 1):
+            j = row_judge(f, r)
+            if j not in found:
+                raise DataError(f"{f}: row {n} judged by {j!r}, which is not among the named judges "
+                                f"(--judge-names {' '.join(judges)})")
+            found[j].append({**r, "judge": j})
+    if missing := [j for j, rows in found.items() if not rows]:
+        raise DataError(f"--judge-names: no judgments of {', '.join(map(repr, missing))} in the files given")
+    return [r for j in judges for r in found[j]]
+
+
+def judges_version(base: str, judges: list[str]) -> str:
+    """A version string naming the judges pooled, so a several-judge score has its own column."""
+    return f"{base} judges {'+'.join(judges)}"
+
+
+def load_pool(paths: list[Path], name: str, judge_model: str | None = None,
+              judges: list[str] | None = None) -> tuple[list[dict[str, Any]], dict[tuple[str, str], Any]]:
     """Published judgment files to pool, in arena-hard-auto's layout: ``<bench>/model_judgment/
     <judge>/<model>.jsonl`` (a folder: its ``*.jsonl``) with answers in ``<bench>/model_answer/
-    <model>.jsonl``. Returns their judgment rows and answer features."""
+    <model>.jsonl``. Returns their judgment rows and answer features. With ``judges`` the rows of
+    those judges are concatenated as :func:`rows_by_judge`."""
     count = token_counter(name)[0]
-    rows: list[dict[str, Any]] = []
+    read = [(f, read_judgments(f)) for f in judgment_files(paths)]
     features: dict[tuple[str, str], Any] = {}
-    files = [f for p in paths for f in (sorted(Path(p).glob("*.jsonl")) if Path(p).is_dir() else [Path(p)])]
-    for f in files:
-        judged = read_judgments(f)
+    for f, judged in read:
         for r in judged:
             if judge_model and r.get("judge") not in (None, judge_model):
                 raise DataError(f"{f}: judged by {r.get('judge')!r}, not {judge_model!r}: style control "
                                 "pools one judge's judgments, as the official scripts do")
-        rows += judged
         answers_dir = f.resolve().parent.parent.parent / "model_answer"
         for model in sorted({str(r["model"]).split("/")[-1] for r in judged}):
             path = answers_dir / f"{model}.jsonl"
             if not path.is_file():
                 raise DataError(f"{f}: style control needs the answers of {model!r}: {path} not found")
             features |= answer_features(read_jsonl(path), count, model)
+    rows = rows_by_judge(read, judges) if judges else [r for _, judged in read for r in judged]
     return rows, features
 
 
 def pooled_style_scores(entries: list[tuple[list[dict[str, Any]], dict[tuple[str, str], Any]]],
-                        name: str, control: str = "style"
+                        name: str, control: str = "style", judges: list[str] | None = None
                         ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Style-controlled scores of every model in ``entries`` (judgment rows, answer features),
-    fitted jointly, and :func:`pool_info`. Model names must be unique across entries."""
+    fitted jointly, and :func:`pool_info`. Model names must be unique across entries, unless
+    several ``judges`` are pooled (rows from :func:`rows_by_judge`)."""
     rows = [r for judged, _ in entries for r in judged]
     features = dict(baseline_features(name))
     for _, f in entries:
         features |= f
-    style = {"features": features, "control": control}
-    return score(rows, name, style), pool_info(rows, name, features, control)
+    style = {"features": features, "control": control, "judges": judges}
+    return score(rows, name, style), pool_info(rows, name, features, control, judges)
+
+
+def score_judges(paths: list[Path], name: str, judges: list[str],
+                 control: str | None = None) -> dict[str, Any]:
+    """Scores of every model judged in ``paths`` (files or judge folders) by the named judges,
+    combined as ``show_result.py@196f6b8 --judge-names``: their battles concatenated, one fit
+    (the mean battle score, or with ``control`` one style-controlled fit; bootstrap included).
+    Returns ``{"benchmark", "version", "models", "provenance"}``; the version names the judges."""
+    check_judges(name, judges)
+    files = judgment_files(paths)
+    pool = None
+    if control:
+        rows, features = load_pool(files, name, judges=judges)
+        per_model, pool = pooled_style_scores([(rows, features)], name, control, judges)
+        base = style_version(name, pool)
+    else:
+        rows = rows_by_judge([(f, read_judgments(f)) for f in files], judges)
+        per_model, base = score(rows, name), version(name).bench
+    record = {"judges": list(judges), "files": [str(f) for f in files],
+              "scoring": f"{MULTI_JUDGE_SCRIPT}; {STYLE_SCRIPTS[name] if control else 'mean battle score'}",
+              "style_control": pool or False}
+    return {"benchmark": NAME, "version": judges_version(base, judges), "models": per_model,
+            "provenance": record}
 
 
 # the whole benchmark for one model ----------------------------------------------------------

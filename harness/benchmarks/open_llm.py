@@ -8,11 +8,13 @@ directly, so nothing is loaded twice.
 With a data mirror, each task runs from local files: a task YAML rendered into the output folder
 ``include``s lm-eval's own task file and overrides only the dataset location (``dataset_path: json``
 with ``data_files``), and a small converter writes the raw mirror files in the schema the task
-expects; the mirror's files are checked against their sha256 first. Tasks whose data the mirror
-lacks are reported as unavailable, and the average is then marked partial. A task whose few-shot
-pool the mirror lacks (Winogrande's train split) draws its shots as lm-eval does for a task with
-no train split, and says so in results.json and in its table column. Without a mirror, lm-eval's
-hub datasets are used unchanged.
+expects. Each file is checked against its checksum; a file the mirror lacks is taken from the
+download cache or downloaded from its official source (HellaSwag from rowanz/hellaswag, checked by
+the git object id that repository records; Winogrande's train_xl, the few-shot pool). Tasks whose
+data cannot be had are reported as unavailable, with the reason, and the average is then marked
+partial. Without Winogrande's train split, its shots are drawn as lm-eval does for a task with no
+train split, and results.json and its table column say so. Without a mirror, lm-eval's hub
+datasets are used unchanged.
 
 v2 is lm-eval's ``leaderboard`` group (IFEval, BBH, MATH level 5, GPQA, MuSR, MMLU-Pro, shots as
 its task files set them) scored as the leaderboard normalises: a multiple-choice score x with c
@@ -33,14 +35,14 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from harness.artifacts import append_jsonl, partial_path, read_partial_jsonl, write_json
-from harness.errors import ConfigError, DataError
+from harness.errors import ConfigError, DataError, DataUnavailable
 from harness.faults import crash_point
 
 if TYPE_CHECKING:
@@ -65,18 +67,17 @@ class V1Task:
     name: str  # lm-eval task
     shots: int
     metric: str  # lm-eval metric key in results
-    mirror: str | None  # folder under $SPPO_DATA_DIR/open_llm holding its data, if any
 
 
 V1_TASKS = (
     # Few-shot examples come from each task's own split (train; MMLU dev), as in the openllm group;
-    # the mirror lacks Winogrande's train split, see ``FEWSHOT_NOTES``.
-    V1Task("arc_challenge", 25, "acc_norm,none", "arc_challenge"),
-    V1Task("hellaswag", 10, "acc_norm,none", None),  # no mirror copy (files > 4 MiB)
-    V1Task("mmlu", 5, "acc,none", "mmlu"),
-    V1Task("truthfulqa_mc2", 0, "acc,none", "truthfulqa"),
-    V1Task("winogrande", 5, "acc,none", "winogrande"),
-    V1Task("gsm8k", 5, "exact_match,strict-match", "gsm8k"),
+    # without Winogrande's train split, see ``FEWSHOT_NOTES``.
+    V1Task("arc_challenge", 25, "acc_norm,none"),
+    V1Task("hellaswag", 10, "acc_norm,none"),
+    V1Task("mmlu", 5, "acc,none"),
+    V1Task("truthfulqa_mc2", 0, "acc,none"),
+    V1Task("winogrande", 5, "acc,none"),
+    V1Task("gsm8k", 5, "exact_match,strict-match"),
 )
 
 
@@ -85,7 +86,7 @@ V1_TASKS = (
 FEWSHOT_NOTES = {
     "winogrande": "few-shot examples drawn from the validation split, excluding the question "
                   "itself (lm-eval's rule when a task has no train split); the leaderboard draws them "
-                  "from winogrande_xl train, which the mirror lacks",
+                  "from winogrande_xl train, which could not be had here",
 }
 
 
@@ -179,53 +180,86 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def render_local_tasks(mirror: Path, out: Path) -> dict[str, str]:
-    """Write local task YAMLs (and converted data) into ``out``; return {v1 task: local task name}.
+def winogrande_rows(path: Path) -> list[dict[str, Any]]:
+    """allenai/winogrande schema (sentence, option1, option2, answer) from a WinoGrande 1.1 file."""
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    keys = ("sentence", "option1", "option2", "answer")
+    if rows and not set(keys) <= set(rows[0]):
+        raise DataError(f"{path}: unexpected WinoGrande fields {sorted(rows[0])}")
+    return [{k: str(r[k]) for k in keys} for r in rows]
 
-    Tasks without mirrored data are left out; the files used are checked against their sha256.
+
+@dataclass
+class LocalTasks:
+    """The v1 tasks that run from local files: their local task names, why the others cannot,
+    and where a task's few-shot pool differs from the leaderboard's."""
+
+    names: dict[str, str] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    fewshot_deviations: dict[str, str] = field(default_factory=dict)
+
+
+def render_local_tasks(mirror: Path, out: Path) -> LocalTasks:
+    """Write local task YAMLs (and converted data) into ``out``.
+
+    Each file comes from the mirror, else the download cache, else its official source, and is
+    checked against its checksum (:func:`harness.datafiles.fetch`); a task whose files cannot be
+    had is left out, with the reason.
     """
     from harness import datafiles
 
     lm = _lm_eval_tasks_dir()
     root = mirror / "open_llm"
     data = out / "data"
-    names: dict[str, str] = {}
+    local = LocalTasks()
 
     def task_yaml(name: str, include: Path, files: dict[str, Path], extra: dict | None = None) -> None:
         cfg = {"include": str(include), "task": name, "dataset_path": "json", "dataset_name": None,
                "dataset_kwargs": {"data_files": {k: str(v) for k, v in files.items()}}, **(extra or {})}
         (out / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
 
-    def mirrored(*relpaths: str) -> list[Path] | None:
-        """The mirror's copies of these official files, sha256-checked; None if any is absent."""
-        if not all((mirror / r).is_file() for r in relpaths):
+    def official(task: str, *relpaths: str) -> list[Path] | None:
+        """These official files, checksum-verified; None (and the reason) if any cannot be had."""
+        try:
+            return [datafiles.fetch(r, mirror) for r in relpaths]
+        except DataUnavailable as exc:
+            local.unavailable[task] = str(exc)
             return None
-        return [datafiles.verify(mirror / r, r) for r in relpaths]
 
     out.mkdir(parents=True, exist_ok=True)
-    if arc := mirrored("open_llm/arc_challenge/train.jsonl", "open_llm/arc_challenge/test.jsonl"):
+    if arc := official("arc_challenge", "open_llm/arc_challenge/train.jsonl",
+                       "open_llm/arc_challenge/test.jsonl"):
         task_yaml("arc_challenge_local", lm / "arc" / "arc_challenge.yaml",
                   {"train": arc[0], "test": arc[1]}, {"validation_split": None})
-        names["arc_challenge"] = "arc_challenge_local"
-    if gsm := mirrored("open_llm/gsm8k/train.jsonl", "open_llm/gsm8k/test.jsonl"):
+        local.names["arc_challenge"] = "arc_challenge_local"
+    if hs := official("hellaswag", "open_llm/hellaswag/hellaswag_train.jsonl",
+                      "open_llm/hellaswag/hellaswag_val.jsonl"):  # the hub's schema already
+        task_yaml("hellaswag_local", lm / "hellaswag" / "hellaswag.yaml",
+                  {"train": hs[0], "validation": hs[1]})
+        local.names["hellaswag"] = "hellaswag_local"
+    if gsm := official("gsm8k", "open_llm/gsm8k/train.jsonl", "open_llm/gsm8k/test.jsonl"):
         task_yaml("gsm8k_local", lm / "gsm8k" / "gsm8k.yaml", {"train": gsm[0], "test": gsm[1]},
                   {"generation_kwargs": GSM8K_V1_GENERATION})
-        names["gsm8k"] = "gsm8k_local"
-    if tqa := mirrored("open_llm/truthfulqa/mc_task.json"):
+        local.names["gsm8k"] = "gsm8k_local"
+    if tqa := official("truthfulqa_mc2", "open_llm/truthfulqa/mc_task.json"):
         path = _write_jsonl(data / "truthfulqa_mc.jsonl", truthfulqa_rows(tqa[0]))
         task_yaml("truthfulqa_mc2_local", lm / "truthfulqa" / "truthfulqa_mc2.yaml",
                   {"validation": path}, {"tag": []})
-        names["truthfulqa_mc2"] = "truthfulqa_mc2_local"
-    if wino := mirrored("open_llm/winogrande/dev.jsonl"):  # already in the hub schema
-        task_yaml("winogrande_local", lm / "winogrande" / "default.yaml",
-                  {"validation": wino[0]}, {"training_split": None})
-        names["winogrande"] = "winogrande_local"
+        local.names["truthfulqa_mc2"] = "truthfulqa_mc2_local"
+    if wino := official("winogrande", "open_llm/winogrande/dev.jsonl"):  # already in the hub schema
+        files, extra = {"validation": wino[0]}, {}
+        try:  # the leaderboard's few-shot pool
+            train = datafiles.fetch("open_llm/winogrande/train_xl.jsonl", mirror)
+            files["train"] = _write_jsonl(data / "winogrande_train_xl.jsonl", winogrande_rows(train))
+        except DataUnavailable:
+            extra = {"training_split": None}
+            local.fewshot_deviations["winogrande"] = FEWSHOT_NOTES["winogrande"]
+        task_yaml("winogrande_local", lm / "winogrande" / "default.yaml", files, extra)
+        local.names["winogrande"] = "winogrande_local"
     subjects = sorted(p.name[: -len("_test.csv")] for p in (root / "mmlu" / "test").glob("*_test.csv"))
     for s in subjects:
-        csvs = mirrored(f"open_llm/mmlu/test/{s}_test.csv", f"open_llm/mmlu/dev/{s}_dev.csv")
-        if csvs is None:
-            raise DataError(f"{root / 'mmlu' / 'dev' / f'{s}_dev.csv'}: MMLU few-shot (dev) file "
-                            f"missing for subject {s}")
+        csvs = [datafiles.fetch(f"open_llm/mmlu/{split}/{s}_{split}.csv", mirror)
+                for split in ("test", "dev")]  # a missing dev file is refused
         files = {"test": _write_jsonl(data / "mmlu" / f"{s}_test.jsonl", mmlu_rows(csvs[0], s)),
                  "dev": _write_jsonl(data / "mmlu" / f"{s}_dev.jsonl", mmlu_rows(csvs[1], s))}
         task_yaml(f"mmlu_{s}_local", lm / "mmlu" / "default" / f"mmlu_{s}.yaml", files, {"tag": []})
@@ -234,8 +268,10 @@ def render_local_tasks(mirror: Path, out: Path) -> dict[str, str]:
                  "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
                  "metadata": {"version": 2}}
         (out / "mmlu_local.yaml").write_text(yaml.safe_dump(group, sort_keys=False), encoding="utf-8")
-        names["mmlu"] = "mmlu_local"
-    return names
+        local.names["mmlu"] = "mmlu_local"
+    else:
+        local.unavailable["mmlu"] = f"no MMLU test files in {root / 'mmlu' / 'test'}"
+    return local
 
 
 def selected_tasks(tasks: list[str] | None, version: str = "v1") -> list[Any]:
@@ -298,7 +334,7 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
     wanted = selected_tasks(tasks)
     mirror = os.environ.get("SPPO_DATA_DIR")
     local = (render_local_tasks(Path(mirror), out_dir / "tasks") if mirror
-             else render_hub_overrides(out_dir / "tasks"))
+             else LocalTasks(names=render_hub_overrides(out_dir / "tasks")))
     manager = TaskManager(include_path=str(out_dir / "tasks"))
     log = _TaskLog(out_dir, {"version": VERSION, "model": model.path,
                              "limit": limit, "batch_size": batch_size,
@@ -306,14 +342,15 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
     lm = None
     per_task: dict[str, Any] = {}
     for t in wanted:
-        if mirror and t.name not in local:
-            per_task[t.name] = {"score": None, "unavailable": f"no data for {t.name} in the mirror {mirror}"}
+        if mirror and t.name not in local.names:
+            per_task[t.name] = {"score": None, "unavailable": local.unavailable.get(
+                t.name, f"no data for {t.name} in the mirror {mirror}")}
             continue
         if t.name in log.done:
             per_task[t.name] = log.done[t.name]
             continue
         lm = lm or model.lm_eval(batch_size)
-        name = local.get(t.name, t.name)
+        name = local.names.get(t.name, t.name)
         start = time.perf_counter()
         r = simple_evaluate(model=lm, tasks=[name], num_fewshot=t.shots, limit=task_limit(limit, t.name),
                             task_manager=manager, apply_chat_template=apply_chat_template,
@@ -331,8 +368,8 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
             per_task[t.name].update(subject_mean(r, name))
         if t.name == "gsm8k":  # strict (the leaderboard's) and flexible extraction
             per_task[t.name]["flexible_extract"] = _percent(res.get("exact_match,flexible-extract"))
-        if t.name in FEWSHOT_NOTES and name in local.values():
-            per_task[t.name]["fewshot_deviation"] = FEWSHOT_NOTES[t.name]
+        if t.name in local.fewshot_deviations:
+            per_task[t.name]["fewshot_deviation"] = local.fewshot_deviations[t.name]
         log.commit(t.name, per_task[t.name])
     avg, partial = v1_average({t.name: per_task[t.name]["score"] for t in wanted})
     deviating = sorted(k for k, v in per_task.items() if "fewshot_deviation" in v)
