@@ -200,8 +200,9 @@ class OpenLLMConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    benchmarks: list[Literal["win_rate_vs_base", "alpaca_eval", "mt_bench", "arena_hard", "open_llm"]] = [
-        "win_rate_vs_base"]
+    benchmarks: list[str] = Field(["win_rate_vs_base"], description=(
+        "registered benchmarks to run on every checkpoint (harness.benchmarks; plug-ins too), "
+        "checked before a run starts"))
     alpaca_eval: AlpacaEvalConfig = AlpacaEvalConfig()
     mt_bench: MTBenchConfig = MTBenchConfig()
     arena_hard: ArenaHardConfig = ArenaHardConfig()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness.benchmarks import Benchmark, Metric, register
 from harness.probabilities import sigmoid
 
 BENCHMARK = "win_rate_vs_base"
@@ -37,3 +38,8 @@ def win_rate(base_scores: list[float], new_scores: list[float]) -> dict[str, Any
         "n_ties": sum(o == 0.5 for o in outcomes),
         "n_total": n,
     }
+
+
+# its stage is the run's own (held-out prompts, the base's answers, the run's ranker): pipeline.py
+register(Benchmark(BENCHMARK, "Win rate vs base",
+                   (Metric("win_rate", "standard_error", "win rate vs base (%)"),)))

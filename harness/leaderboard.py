@@ -6,7 +6,7 @@ another n, a smoke subset) gets two columns, footnoted with what differs, so num
 comparable never share a column. Each run's iterations carry their delta against the run's base
 in the same column, marked * when |Δ| > 1.96·√(se² + se_base²) (independent-error approximation).
 Benchmarks whose official scoring fits all models at once (Arena-Hard's style control) refit
-their cells jointly over all the runs shown (:data:`harness.benchmarks.CROSS_RUN_REFITS`); such a
+their cells jointly over all the runs shown (a registered benchmark's ``refit``); such a
 column's protocol names the pool.
 """
 
@@ -18,38 +18,16 @@ import html
 import io
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.benchmarks import alpaca_eval
+from harness.benchmarks import registry
 from harness.errors import DataError
-from harness.results import HEADLINE, Cell, describe_key, label, protocol_key, run_cells
+from harness.results import Cell, describe_key, label, protocol_key, run_cells
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "leaderboards" / "published_sppo.csv"
-# Published metric names → the harness's; the protocol each official benchmark used.
-PUBLISHED_METRICS = {("alpaca_eval_2.0", "lc_win_rate"): ("alpaca_eval", "length_controlled_winrate"),
-                     ("alpaca_eval_2.0", "win_rate"): ("alpaca_eval", "win_rate"),
-                     ("mt_bench", "mt_bench_overall"): ("mt_bench", "score"),
-                     ("mt_bench", "mt_bench_turn1"): ("mt_bench", "turn_1"),
-                     ("mt_bench", "mt_bench_turn2"): ("mt_bench", "turn_2"),
-                     ("arena_hard", "arena_hard_score"): ("arena_hard", "score")}
 NOT_HEADLINE = {"avg_length"}
-OFFICIAL_PROTOCOL = {
-    "alpaca_eval": ("2.0", {"annotator": "weighted_alpaca_eval_gpt4_turbo", "judge": "gpt-4-1106-preview",
-                            "baseline": "gpt4_1106_preview", "n_examples": 805, "limit": None,
-                            "profile": "full"}),
-    "mt_bench": ("fastchat-0e6d3e4", {"judge": "openai:gpt-4", "n_examples": 80, "limit": None,
-                                      "profile": "full"}),
-    "arena_hard": ("arena-hard-v0.1", {"judge": "openai:gpt-4-1106-preview", "baseline": "gpt-4-0314",
-                                       "n_examples": 500, "limit": None, "profile": "full"}),
-}
-
-# Published best-of-n answers (the SPPO paper's and Snorkel's best-of-16) were picked by PairRM:
-# the harness's best-of-n with its default ranker, never the single-answer column.
-BEST_OF = re.compile(r"best-of-(\d+)")
-PUBLISHED_BEST_OF_RANKER = "pairrm"
 
 
 @dataclass(frozen=True)
@@ -66,15 +44,18 @@ def published_cells(path: Path = PUBLISHED) -> tuple[list[Cell], dict[str, str]]
         raise DataError(f"{path}: published results file not found")
     cells: dict[tuple[str, str, str, str], Cell] = {}
     sources: dict[str, str] = {}
+    claimed = {pub: (b, metric) for b in registry().values() for pub, metric in b.published_metrics.items()}
     with open(path, newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
             if r["metric"] in NOT_HEADLINE:
                 continue
-            bench, metric = PUBLISHED_METRICS.get((r["benchmark"], r["metric"]),
-                                                  (r["benchmark"], r["metric"]))
-            version, proto = OFFICIAL_PROTOCOL.get(bench, ("as published", {}))
-            if bench == "alpaca_eval" and (n := BEST_OF.search(f"{r['method']} {r['model']}")):
-                version = alpaca_eval.result_version(int(n[1]), PUBLISHED_BEST_OF_RANKER)
+            # a benchmark the registry knows gets its official protocol; others stay as published
+            bench, metric, version, proto = r["benchmark"], r["metric"], "as published", {}
+            if (r["benchmark"], r["metric"]) in claimed:
+                b, metric = claimed[r["benchmark"], r["metric"]]
+                bench = b.name
+                if b.published_protocol is not None:
+                    version, proto = b.published_protocol(r)
             run = f"published ({r['source_kind']})"
             unc = r.get("uncertainty") or None
             cell = Cell(run, int(r["iteration"]) if r.get("iteration") else None, r["model"],
@@ -102,17 +83,21 @@ def build(runs: list[Path], published: bool = False) -> Table:
     cells: list[Cell] = []
     for r in runs:
         cells += run_cells(r)
-    from harness.benchmarks import CROSS_RUN_REFITS
-
-    for refit in CROSS_RUN_REFITS:
-        cells = refit(runs, cells)
+    for b in registry().values():
+        if b.refit is not None:
+            cells = b.refit(runs, cells)
     sources: dict[str, str] = {}
     if published:
         pub, sources = published_cells()
         cells += pub
-    order = {b: i for i, b in enumerate(HEADLINE)}
+    order = {name: i for i, name in enumerate(registry())}
+
+    def metric_order(bench: str, metric: str) -> int:
+        names = [m.name for m in b.metrics] if (b := registry().get(bench)) else []
+        return names.index(metric) if metric in names else len(names)
+
     columns = sorted({(c.benchmark, c.metric, c.key) for c in cells},
-                     key=lambda col: (order.get(col[0], 99), col[0], col[1] != "length_controlled_winrate",
+                     key=lambda col: (order.get(col[0], len(order)), col[0], metric_order(col[0], col[1]),
                                       col[1], "smoke" in col[2], col[2]))
     rows = list(dict.fromkeys(Row(c.run, c.model, c.iteration, sources.get(f"{c.run}|{c.model}"))
                               for c in cells))

@@ -7,7 +7,6 @@ what finished and redoes an interrupted stage from its start.
 
 from __future__ import annotations
 
-import functools
 import logging
 import shutil
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from harness import distributed, evaluate, report, sharded
+from harness import benchmarks, distributed, evaluate, report, sharded
 from harness.artifacts import (
     append_jsonl,
     atomic_dir,
@@ -396,104 +395,48 @@ class SPPORun:
         write_json(out / "results.json", results)
         return {k: metrics[k] for k in ("win_rate", "standard_error")}
 
-    def _benchmark_decoding(self, override: Any) -> Sampling:
-        """One sample per instruction: the config's sampling unless the benchmark overrides it."""
+    # what a benchmark's stage gets (harness.benchmarks.StageContext) ----------------------
+    @property
+    def yes(self) -> bool:
+        return self.opts.yes
+
+    @property
+    def device(self) -> str:
+        return self.opts.device
+
+    def model_name(self, t: int) -> str:
+        return f"{self.config.name}-sppo-iter{t}" if t else self.config.name
+
+    def model(self, t: int) -> ModelUnderTest:
+        return self._under_test(self.policy_path(t))
+
+    def release(self) -> None:
+        self._release()
+
+    def ranker(self) -> Ranker:
+        return self._get_ranker()
+
+    def eval_dir(self, t: int, benchmark: str) -> Path:
+        return self.dir.eval_dir(t, benchmark)
+
+    def sampling(self, override: Any = None) -> Sampling:
+        """One sample per prompt: the run's decoding, with a benchmark's overrides."""
         s = self._eval_sampling()
-        changes = {k: v for k, v in override.model_dump().items() if v is not None}
+        changes = {k: v for k, v in override.model_dump().items() if v is not None} if override else {}
         return replace(s, **changes)
 
-    def _alpaca_eval(self, t: int) -> dict[str, Any]:
-        from harness.benchmarks import alpaca_eval
-
-        cfg = self.config.evaluation.alpaca_eval
-        sampling = self._benchmark_decoding(cfg.decoding)
-        path = self.policy_path(t)
-        model = self._under_test(path)
-        out = self.dir.eval_dir(t, alpaca_eval.NAME)
-
-        def sample(instructions: list[str], sampling: Sampling = sampling) -> list[list[str]]:
-            prompts = [Prompt(f"alpaca_eval-{i:03d}", x) for i, x in enumerate(instructions)]
-            return [g.responses for g in self._under_test(path).sample(prompts, sampling)]
-
-        def answer(instructions: list[str]) -> list[str]:
-            return [r[0] for r in sample(instructions)]
-
-        if cfg.best_of > 1:  # n samples, seeded from the evaluation seed up; the run's ranker picks
-            sampling = replace(sampling, seeds=tuple(sampling.seeds[0] + k for k in range(cfg.best_of)))
-            instructions = [r["instruction"] for r in alpaca_eval.eval_set(cfg.limit)]
-            picked = alpaca_eval.best_of_n(instructions, functools.partial(sample, sampling=sampling),
-                                           lambda xs, cs: self._get_ranker().score(xs, cs), cfg.best_of,
-                                           out, release=self._release)
-            chosen = dict(zip(instructions, picked, strict=True))
-
-            def answer(instructions: list[str]) -> list[str]:
-                return [chosen[x] for x in instructions]
-
-        name = f"{self.config.name}-sppo-iter{t}" if t else self.config.name
-        result = alpaca_eval.evaluate(
-            name, path, answer, sampling.as_dict(model.seed_rule), out, annotator=cfg.annotator,
-            limit=cfg.limit, best_of=(cfg.best_of, self.config.ranker if cfg.best_of > 1 else None),
-            dtype=self.config.sampling.dtype,
-            provenance={"iteration": t, "profile": self.config.profile,
-                        "base_config": self.config.name, "git_sha": self.dir.meta.get("git_sha"),
-                        "packages": self.dir.meta.get("packages"), "generator": model.provenance()})
-        m = result["metrics"]
-        return {k: m[k] for k in ("win_rate", "standard_error", "length_controlled_winrate")}
-
-    def _judged_chat(self, t: int) -> tuple[str, Any, dict[str, Any]]:
-        """What MT-Bench and Arena-Hard need: the model's name, its chat function, provenance."""
-        name = f"{self.config.name}-sppo-iter{t}" if t else self.config.name
-        model = self._under_test(self.policy_path(t))
-
+    def chat(self, t: int) -> Any:
+        """Iteration ``t``'s checkpoint answering chat requests (MT-Bench, Arena-Hard)."""
         def chat(requests: list[Any]) -> dict[str, str]:
-            return {rid: j.text for rid, j in model.chat(requests).judgments.items()}
+            return {rid: j.text for rid, j in self.model(t).chat(requests).judgments.items()}
+        return chat
 
-        provenance = {"model": self.policy_path(t), "iteration": t, "profile": self.config.profile,
-                      "dtype": self.config.sampling.dtype, "base_config": self.config.name,
-                      "git_sha": self.dir.meta.get("git_sha"), "packages": self.dir.meta.get("packages"),
-                      "generator": model.provenance()}
-        return name, chat, provenance
-
-    def _mt_bench(self, t: int) -> dict[str, Any]:
-        from harness.benchmarks import mt_bench
-
-        cfg = self.config.evaluation.mt_bench
-        name, chat, provenance = self._judged_chat(t)
-        result = mt_bench.evaluate(
-            name, chat, self.dir.eval_dir(t, mt_bench.NAME), judge=cfg.judge, limit=cfg.limit,
-            max_new_tokens=cfg.max_new_tokens, yes=self.opts.yes, device=self.opts.device,
-            provenance=provenance)
-        m = result["metrics"]
-        return {k: m[k] for k in ("score", "turn_1", "turn_2", "parse_failures")}
-
-    def _arena_hard(self, t: int) -> dict[str, Any]:
-        from harness.benchmarks import arena_hard
-
-        cfg = self.config.evaluation.arena_hard
-        name, chat, provenance = self._judged_chat(t)
-        result = arena_hard.evaluate(
-            name, chat, self.dir.eval_dir(t, arena_hard.NAME), bench_version=cfg.version,
-            judge=cfg.judge, limit=cfg.limit, max_new_tokens=cfg.max_new_tokens,
-            style_control=cfg.style_control, yes=self.opts.yes, device=self.opts.device,
-            provenance=provenance)
-        m = result["metrics"]
-        return {k: m[k] for k in ("score", "ci_lower", "ci_upper", "invalid_games")}
-
-    def _open_llm(self, t: int) -> dict[str, Any]:
-        from harness.benchmarks import open_llm
-
-        cfg = self.config.evaluation.open_llm
-        model = self._under_test(self.policy_path(t))  # handed to lm-eval as is
-        name = open_llm.NAME if cfg.version == "v1" else open_llm.NAME_V2
-        result = open_llm.evaluate(
-            model, self.dir.eval_dir(t, name), limit=cfg.limit, tasks=cfg.tasks,
-            batch_size=cfg.batch_size, version=cfg.version,
-            apply_chat_template=cfg.apply_chat_template,
-            provenance={"model": self.policy_path(t), "iteration": t, "profile": self.config.profile,
-                        "dtype": self.config.sampling.dtype, "base_config": self.config.name,
-                        "git_sha": self.dir.meta.get("git_sha"), "generator": model.provenance()})
-        m = result["metrics"]
-        return {"average": m["average"], "average_is_partial": m["average_is_partial"]}
+    def provenance(self, t: int) -> dict[str, Any]:
+        """What every benchmark result records of the model it measured."""
+        return {"model": self.policy_path(t), "iteration": t, "profile": self.config.profile,
+                "dtype": self.config.sampling.dtype, "base_config": self.config.name,
+                "git_sha": self.dir.meta.get("git_sha"), "packages": self.dir.meta.get("packages"),
+                "generator": self.model(t).provenance()}
 
     # driver -----------------------------------------------------------------------------
     def run(self) -> Path:
@@ -514,18 +457,9 @@ class SPPORun:
                     f"per_device_batch_size × --num-processes ({tc.per_device_batch_size} × {n})")
             distributed.accelerate_config(self.opts.accelerate_config, self.opts.device)
         check_ranker(self.config.ranker, pairwise=self._pairwise())
-        if "alpaca_eval" in self.config.evaluation.benchmarks:
-            from harness.benchmarks import alpaca_eval
-
-            alpaca_eval.check_annotator(self.config.evaluation.alpaca_eval.annotator)
-        from harness.benchmarks import arena_hard
-        from harness.judges import check_judge
-
-        ev = self.config.evaluation
-        if "mt_bench" in ev.benchmarks:
-            check_judge(ev.mt_bench.judge)
-        if "arena_hard" in ev.benchmarks:
-            check_judge(ev.arena_hard.judge or arena_hard.version(ev.arena_hard.version).judge)
+        for b in benchmarks.runnable(self.config.evaluation.benchmarks):
+            if b.preflight is not None:
+                b.preflight(self.config)
         self._open()
         with self.dir.lock(self.opts.break_lock, _say):
             try:
@@ -548,9 +482,9 @@ class SPPORun:
         if self.config.training.layout == "clean":  # (the official layout cuts long prompts)
             for prompts in prompts_of.values():  # (checkpoints keep the base's tokenizer)
                 self._check_prompt_lengths(prompts, self.base_path)
-        benchmarks = self.config.evaluation.benchmarks
+        in_loop = evaluate.BENCHMARK in self.config.evaluation.benchmarks
         base_steps = self._benchmark_stages(0)
-        if evaluate.BENCHMARK in benchmarks:  # the base's held-out answers, while it is loaded
+        if in_loop:  # the base's held-out answers, while it is loaded
             base_steps.insert(0, (f"eval/{evaluate.BENCHMARK}",
                                   lambda: {"heldout": len(self._heldout_generations(0, heldout))}))
         for name, fn in base_steps:
@@ -565,7 +499,7 @@ class SPPORun:
                 ("probabilities", lambda t=t: self._probabilities(t)),
                 ("train", lambda t=t: self._train(t)),
             ]
-            if evaluate.BENCHMARK in benchmarks:
+            if in_loop:
                 steps.append((f"eval/{evaluate.BENCHMARK}",
                               lambda t=t: self._evaluate(t, heldout)))
             steps += self._benchmark_stages(t)
@@ -575,11 +509,9 @@ class SPPORun:
         return report.write_leaderboard(self.dir)
 
     def _benchmark_stages(self, t: int) -> list[tuple[str, Any]]:
-        """The external benchmarks' stages of iteration ``t`` (0: the base model), in run order."""
-        run = {"alpaca_eval": self._alpaca_eval, "mt_bench": self._mt_bench,
-               "arena_hard": self._arena_hard, "open_llm": self._open_llm}
-        return [(f"eval/{b}", lambda fn=fn: fn(t)) for b, fn in run.items()
-                if b in self.config.evaluation.benchmarks]
+        """The registered benchmarks' stages of iteration ``t`` (0: the base model), in run order."""
+        return [(f"eval/{b.name}", lambda b=b: b.stage(self, t))
+                for b in benchmarks.runnable(self.config.evaluation.benchmarks)]
 
     def _stage(self, tag: str, name: str, fn: Any) -> None:
         stage = f"{tag}/{name}"

@@ -1,8 +1,9 @@
-"""Your own rankers and trainers without editing the harness.
+"""Your own rankers, trainers and benchmarks without editing the harness.
 
 Modules named in ``SPPO_PLUGINS`` (comma-separated, importable from ``PYTHONPATH``) are imported
 at start-up in every process (the CLI, and each process of a ``--launcher accelerate`` stage),
-so their ``harness.rank.register`` / ``trainers.register`` calls take effect everywhere.
+so their ``harness.rank.register`` / ``trainers.register`` / ``harness.benchmarks.register``
+calls take effect everywhere.
 """
 
 from __future__ import annotations

@@ -106,10 +106,10 @@ def write_leaderboard(run: RunDir) -> str:
     benchmarks = sorted({c.benchmark for c in cells} - {evaluate.BENCHMARK})
     if benchmarks:
         from harness import leaderboard
+        from harness.benchmarks import get
 
-        names = {"alpaca_eval": "AlpacaEval 2.0", "mt_bench": "MT-Bench", "arena_hard": "Arena-Hard",
-                 "open_llm": "Open LLM v1", "open_llm_v2": "Open LLM v2"}
-        lines += ["", f"## Benchmarks: {', '.join(names.get(b, b) for b in benchmarks)}", "",
+        titles = [b.title if (b := get(name)) else name for name in benchmarks]
+        lines += ["", f"## Benchmarks: {', '.join(titles)}", "",
                   leaderboard.to_markdown(leaderboard.build([run.root]))]
     gens = [run.generations(t) for t in iters if t > 0 and run.generations(t).exists()]
     if gens:

@@ -15,40 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.artifacts import read_json
+from harness.benchmarks import get
 from harness.errors import DataError
 
-# benchmark -> [(metric, its standard-error field, label)]; higher is better for all of them.
-HEADLINE: dict[str, list[tuple[str, str | None, str]]] = {
-    "win_rate_vs_base": [("win_rate", "standard_error", "win rate vs base (%)")],
-    "alpaca_eval": [
-        ("length_controlled_winrate", "lc_standard_error", "AlpacaEval 2.0 LC (%)"),
-        ("win_rate", "standard_error", "AlpacaEval 2.0 WR (%)"),
-    ],
-    "mt_bench": [
-        ("score", "standard_error", "MT-Bench (1-10)"),
-        ("turn_1", None, "MT-Bench turn 1"),
-        ("turn_2", None, "MT-Bench turn 2"),
-    ],
-    "arena_hard": [("score", "standard_error", "Arena-Hard (%)")],
-    "open_llm": [
-        ("average", None, "Open LLM v1 avg (%)"),
-        ("arc_challenge", "arc_challenge_stderr", "ARC-C 25-shot (%)"),
-        ("hellaswag", "hellaswag_stderr", "HellaSwag 10-shot (%)"),
-        ("mmlu", "mmlu_stderr", "MMLU 5-shot (%)"),
-        ("truthfulqa_mc2", "truthfulqa_mc2_stderr", "TruthfulQA mc2 (%)"),
-        ("winogrande", "winogrande_stderr", "Winogrande 5-shot (%)"),
-        ("gsm8k", "gsm8k_stderr", "GSM8K 5-shot (%)"),
-    ],
-    "open_llm_v2": [
-        ("average", None, "Open LLM v2 avg (normalised)"),
-        ("ifeval", None, "IFEval (strict, %)"),
-        ("bbh", None, "BBH (normalised)"),
-        ("math_lvl5", None, "MATH lvl 5 (%)"),
-        ("gpqa", None, "GPQA (normalised)"),
-        ("musr", None, "MuSR (normalised)"),
-        ("mmlu_pro", None, "MMLU-Pro (normalised)"),
-    ],
-}
 PROTOCOL_FIELDS = ("judge", "judge_dtype", "annotator", "baseline", "n_examples", "limit", "profile",
                    "prompts", "data", "apply_chat_template", "lm_eval", "tasks")
 
@@ -83,29 +52,20 @@ def describe_key(key: str) -> str:
 
 
 def cells_from_results(run: str, iteration: int | None, model: str, record: dict[str, Any]) -> list[Cell]:
-    bench = record.get("benchmark")
-    if bench not in HEADLINE:
+    bench = get(str(record.get("benchmark")))
+    if bench is None:
         return []
     prov = record.get("provenance", {})
-    key = protocol_key(bench, str(record.get("version")), prov)
+    version = str(record.get("version"))
+    key = protocol_key(bench.name, version, prov)
     metrics = record.get("metrics", {})
     out = []
-    for metric, se_field, _ in HEADLINE[bench]:
-        value = metrics.get(metric)
-        note = (metrics.get("lc_unavailable") if metric == "length_controlled_winrate"
-                else (metrics.get("tasks", {}).get(metric) or {}).get("unavailable")
-                if bench in ("open_llm", "open_llm_v2") else None)
-        if bench in ("open_llm", "open_llm_v2") and metric == "average" and metrics.get("average_is_partial"):
-            note = f"partial average: not all six {record.get('version')} tasks ran"
-        if value is None and bench == "arena_hard":
-            note = f"no valid verdict: {metrics.get('invalid_games')} games without a usable label"
-        if value is None and bench == "mt_bench":
-            note = f"no parseable rating: {metrics.get('parse_failures')} judgments without [[x]]"
-        out.append(Cell(run, iteration, model, bench, metric,
-                        None if value is None else float(value),
-                        None if se_field is None or metrics.get(se_field) is None
-                        else float(metrics[se_field]),
-                        key, prov, note))
+    for m in bench.metrics:
+        value = metrics.get(m.name)
+        se = None if m.se is None or metrics.get(m.se) is None else float(metrics[m.se])
+        out.append(Cell(run, iteration, model, bench.name, m.name,
+                        None if value is None else float(value), se, key, prov,
+                        bench.note(metrics, m.name, version)))
     return out
 
 
@@ -124,7 +84,5 @@ def run_cells(root: Path) -> list[Cell]:
 
 
 def label(benchmark: str, metric: str) -> str:
-    for m, _, text in HEADLINE.get(benchmark, []):
-        if m == metric:
-            return text
-    return f"{benchmark} {metric}"
+    bench = get(benchmark)
+    return bench.label(metric) if bench else f"{benchmark} {metric}"

@@ -1,4 +1,5 @@
-"""The run directory (DESIGN.md contract): layout, ``run.json`` stage states, and the run lock."""
+"""The run directory (docs/design.md, "The run directory contract"): layout, ``run.json`` stage
+states, and the run lock."""
 
 from __future__ import annotations
 

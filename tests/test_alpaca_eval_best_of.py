@@ -88,7 +88,7 @@ def test_best_of_n_is_its_own_column_beside_the_published_best_of_16() -> None:
     assert len({c.key for c in best.values()}) == 1 and len({c.key for c in single.values()}) == 1
     assert next(iter(best.values())).key != next(iter(single.values())).key
     # a run's best-of-16 with PairRM and the official annotator on all 805: the published column
-    official = leaderboard.OFFICIAL_PROTOCOL["alpaca_eval"][1]
+    official = alpaca_eval.OFFICIAL_PROTOCOL
     ours = protocol_key("alpaca_eval", alpaca_eval.result_version(16, "pairrm"), dict(official))
     assert ours == next(iter(best.values())).key
     assert json.loads(ours)["version"] == "2.0 best-of-16 (pairrm)"

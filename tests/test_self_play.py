@@ -6,7 +6,8 @@ matrix P (P + Pᵀ = 1, diagonal ½) one SPPO iteration is what the trainer does
 - the reference is π_t (detached) and the starting point is θ_t;
 - the preference pool is every ordered pair (w, l) of responses with P(w ≻ π_t) > P(l ≻ π_t),
   where P(y ≻ π_t) = Σ_j P[y, j] π_t(j), carrying ``chosen_probs_win`` = P(w ≻ π_t),
-  ``chosen_probs_lose`` = P(l ≻ π_t) and ``chosen_probs`` = P[w, l] (the DESIGN.md columns);
+  ``chosen_probs_lose`` = P(l ≻ π_t) and ``chosen_probs`` = P[w, l] (docs/design.md, "The
+  preferences.jsonl columns");
 - θ_{t+1} minimises the mean of ``LOSSES["sppo"]`` over that pool (L-BFGS run to a gradient
   norm below 1e-6, asserted, so what is tested is the loss's minimiser and not the optimiser).
 

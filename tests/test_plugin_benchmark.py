@@ -1,0 +1,78 @@
+"""A benchmark from a plug-in (``tests/plugin_benchmark.py``): registered, it runs as a stage of
+``harness run`` for the base and each checkpoint, and its cells reach the leaderboard and the gate,
+with no harness file naming it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import gate, leaderboard
+from harness.artifacts import read_json
+from harness.benchmarks import registry
+from harness.cli import main
+from harness.plugins import load_plugins
+
+HARNESS = Path(__file__).resolve().parents[1] / "harness"
+
+
+@pytest.fixture
+def plugin_run(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TINY_MODEL_DIR", str(tiny_model_dir))
+    monkeypatch.setenv("SPPO_PLUGINS", "tiny_plugin,plugin_benchmark")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    cfg = {"name": "tiny", "model": {"source": str(tiny_model_dir)},
+           "sampling": {"k": 2, "seeds": [0, 1], "max_new_tokens": 6, "batch_size": 4, "dtype": "float32"},
+           "training": {"learning_rate": 1e-3, "global_batch_size": 4, "per_device_batch_size": 2,
+                        "max_length": 256, "max_prompt_length": 192, "dtype": "float32"},
+           "prompts": {"iterations": ["embedded"], "per_iteration": 4, "heldout_size": 2},
+           "evaluation": {"benchmarks": ["win_rate_vs_base", "answer_words"]},
+           "ranker": "tiny-pmi"}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["run", "--base", str(path), "--iters", "1", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_a_plugin_benchmark_runs_and_is_tabulated_and_gated(plugin_run: Path, tmp_path: Path) -> None:
+    load_plugins()
+    assert "answer_words" in registry() and not any(
+        "answer_words" in p.read_text() for p in HARNESS.rglob("*.py"))  # no harness file names it
+    meta = read_json(plugin_run / "run.json")
+    for t in (0, 1):
+        assert meta["stages"][f"iter-{t}/eval/answer_words"]["state"] == "done"
+        result = read_json(plugin_run / f"iter-{t}" / "eval" / "answer_words" / "results.json")
+        assert result["provenance"]["iteration"] == t and len(result["metrics"]["answers"]) == 3
+    table = leaderboard.build([plugin_run])
+    (col,) = [c for c in table.columns if c[0] == "answer_words"]
+    values = {r.iteration: table.cells[r, col].value for r in table.rows if (r, col) in table.cells}
+    assert set(values) == {0, 1}
+    assert "answer words (mean)" in leaderboard.to_markdown(table)
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps(gate.make_baseline(plugin_run)))
+    ids = [m["id"] for m in json.loads(baseline.read_text())["metrics"]]
+    assert "iter-1/answer_words/mean_words" in ids
+    assert gate.check(plugin_run, baseline, out_dir=tmp_path / "gate")[0]
+    moved = json.loads(baseline.read_text())  # the plug-in's number moved far beyond its noise
+    for m in moved["metrics"]:
+        if m["id"] == "iter-1/answer_words/mean_words":
+            m["value"] += 100.0
+    baseline.write_text(json.dumps(moved))
+    assert not gate.check(plugin_run, baseline, out_dir=tmp_path / "gate2")[0]
+
+
+def test_an_unknown_benchmark_is_refused_before_any_work(tmp_path: Path, tiny_model_dir: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    cfg = {"name": "tiny", "model": {"source": str(tiny_model_dir)},
+           "prompts": {"iterations": ["embedded"], "per_iteration": 4, "heldout_size": 2},
+           "evaluation": {"benchmarks": ["win_rate_vs_base", "no_such_bench"]}, "ranker": "smollm-judge"}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", "--base", str(path), "--iters", "1", "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 2
+    assert "evaluation.benchmarks: unknown benchmark(s) ['no_such_bench']" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
