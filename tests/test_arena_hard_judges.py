@@ -214,7 +214,10 @@ def test_judge_names_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "llama-3-8b-sppo-iter3" in text and "llama-3-8b-instruct" not in text
     assert main([*args, "--judge-names", "gpt-4.1"]) == 2  # gemini-2.5's folder is not named
     assert "judged by 'gemini-2.5', which is not among the named judges" in capsys.readouterr().err
-    assert main(["eval", "mt_bench", "--from-judgments", folders[0], "--judge-names", "gpt-4.1"]) == 2
+    with pytest.raises(SystemExit):  # an arena_hard flag only
+        main(["eval", "mt_bench", "--from-judgments", folders[0], "--judge-names", "gpt-4.1"])
+    assert "unrecognized arguments: --judge-names gpt-4.1" in capsys.readouterr().err
+    assert main(["eval", "arena_hard", "--version", "v2.0", "--judge-names", "gpt-4.1"]) == 2
     assert "--judge-names is for arena_hard --from-judgments" in capsys.readouterr().err
     # without --judge-names a folder is not taken, as before
     assert main(args[:-1]) == 2

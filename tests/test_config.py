@@ -98,7 +98,10 @@ def test_help_states_each_default_once() -> None:
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    for name, sub in commands.items():
+    benchmarks = next(a for a in commands["eval"]._actions
+                      if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"alpaca_eval", "mt_bench", "arena_hard", "open_llm"} <= set(benchmarks)
+    for name, sub in [*commands.items(), *benchmarks.items()]:
         text = sub.format_help()
         assert "(default: None)" not in text and "(default: False)" not in text, name
     run = " ".join(commands["run"].format_help().split())

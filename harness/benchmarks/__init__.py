@@ -79,6 +79,8 @@ class Benchmark:
     # a scoring the official tool fits over every model at once: refit(runs, cells) -> cells,
     # applied by ``harness leaderboard`` to the cells of all the runs it shows
     refit: Callable[[list[Path], list[Any]], list[Any]] | None = None
+    # ``harness eval <name>``: a module with HELP, add_arguments(parser) and run(args) -> int
+    cli: str | None = None
 
     def label(self, metric: str) -> str:
         return next((m.label for m in self.metrics if m.name == metric), f"{self.name} {metric}")

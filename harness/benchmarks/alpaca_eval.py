@@ -646,4 +646,4 @@ BENCHMARK = register(Benchmark(
                        ("alpaca_eval_2.0", "win_rate"): "win_rate"},
     published_protocol=_published_protocol,
     preflight=lambda config: check_annotator(config.evaluation.alpaca_eval.annotator),
-    stage=run_stage))
+    stage=run_stage, cli="harness.commands.eval_alpaca_eval"))

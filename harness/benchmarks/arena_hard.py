@@ -735,4 +735,4 @@ BENCHMARK = register(Benchmark(
     published_protocol=lambda row: (VERSIONS["v0.1"].bench, {
         "judge": f"openai:{VERSIONS['v0.1'].judge}", "baseline": VERSIONS["v0.1"].baseline,
         "n_examples": 500, "limit": None, "profile": "full"}),
-    preflight=_preflight, stage=run_stage, refit=pool_style_control))
+    preflight=_preflight, stage=run_stage, refit=pool_style_control, cli="harness.commands.eval_arena_hard"))

@@ -313,4 +313,4 @@ BENCHMARK = register(Benchmark(
                        ("mt_bench", "mt_bench_turn2"): "turn_2"},
     published_protocol=lambda row: (VERSION, {"judge": f"openai:{OFFICIAL_JUDGE}", "n_examples": 80,
                                               "limit": None, "profile": "full"}),
-    preflight=_preflight, stage=run_stage))
+    preflight=_preflight, stage=run_stage, cli="harness.commands.eval_mt_bench"))

@@ -518,7 +518,7 @@ register(Benchmark(
      Metric("truthfulqa_mc2", "truthfulqa_mc2_stderr", "TruthfulQA mc2 (%)"),
      Metric("winogrande", "winogrande_stderr", "Winogrande 5-shot (%)"),
      Metric("gsm8k", "gsm8k_stderr", "GSM8K 5-shot (%)")),
-    note=_note, stage=run_stage))
+    note=_note, stage=run_stage, cli="harness.commands.eval_open_llm"))
 register(Benchmark(  # v2 numbers are their own benchmark: never in a column with v1's
     NAME_V2, "Open LLM v2",
     (Metric("average", None, "Open LLM v2 avg (normalised)"), Metric("ifeval", None, "IFEval (strict, %)"),

@@ -1,0 +1,114 @@
+"""``harness run``: SPPO iterations on a base model, every checkpoint evaluated."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import get_args
+
+from harness.commands import (
+    HelpFormatter,
+    add_environment_flags,
+    add_generator_flags,
+    apply_environment,
+    vllm_overrides,
+)
+from harness.config import TrainingConfig
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run SPPO iterations: generate, rank, probabilities, train, evaluate, report",
+        description="Run SPPO iterations on a base model and evaluate every checkpoint.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--base", required=True,
+                   help="base model config: a name in model_configs/ (smollm2-135m, mistral-7b, "
+                        "llama-3-8b, gemma-2-9b) or a path to a YAML file")
+    p.add_argument("--iters", type=int, default=3, help="number of SPPO iterations")
+    p.add_argument("--profile", default="full",
+                   help="'full' (the official recipe) or a profile of the config, e.g. 'smoke'")
+    p.add_argument("--prompts", metavar="SOURCE", default=None,
+                   help="prompt source for all iterations, split disjointly between them: "
+                        "'embedded', 'hf:DATASET[:COLUMN]', or a .jsonl/.json/.parquet file "
+                        "with a 'prompt' column (default: the config's per-iteration sources)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run directory (default: runs/<base>-sppo, or runs/<base>-sppo-<profile>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out: finished stages are skipped, an interrupted "
+                        "stage is redone")
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over the run's lock even if another host left it (a lock left by a "
+                        "process gone from this host is taken over without it)")
+    p.add_argument("--trainer", default=None, help="trainer backend (default: the config's)")
+    p.add_argument("--launcher", default="none", choices=["none", "accelerate"],
+                   help="train in --num-processes processes through accelerate launch (DDP, or "
+                        "DeepSpeed/FSDP with --accelerate-config)")
+    p.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="processes (GPUs) per training with --launcher accelerate")
+    p.add_argument("--accelerate-config", default=None, metavar="NAME|FILE",
+                   help="accelerate config: a shipped one (zero3, fsdp) or your own file "
+                        "(multi-node: num_machines, machine_rank, main_process_ip in it)")
+    p.add_argument("--loss", default=None,
+                   choices=get_args(TrainingConfig.model_fields["loss"].annotation),
+                   help="preference loss (default: the config's, sppo)")
+    p.add_argument("--ranker", default=None,
+                   help="ranker (default: the config's): pairrm, pairrm:<dir>, reward:<model>, "
+                        "judge:<judge>, judge-single:<judge>, smollm-judge, smollm-pmi")
+    p.add_argument("--probabilities", default=None, choices=["scores", "pairwise"],
+                   help="win-probability estimator (default: the config's preferences.probabilities, "
+                        "scores): scores = σ(s_i − s_j) of the ranker's scores (official code); "
+                        "pairwise = the ranker's own pairwise comparisons, symmetrised (the paper's; "
+                        "pairrm and judge: rankers only)")
+    p.add_argument("--ties", default=None, choices=["first", "distinct"],
+                   help="tie rule for chosen/rejected (default: the config's preferences.ties, "
+                        "distinct): first = numpy argmax/argmin as upstream (all equal: chosen = "
+                        "rejected); distinct = the last lowest is rejected")
+    p.add_argument("--yes", action="store_true",
+                   help="accept the estimated cost of a paid judge without asking")
+    p.add_argument("--limit", type=int, default=None,
+                   help="AlpacaEval on its first N instructions only (smoke runs; marked as such "
+                        "in provenance); the other benchmarks' limits are the config's")
+    add_generator_flags(p)
+    p.add_argument("--seed", type=int, default=0,
+                   help="added to every sampling seed; also seeds the training data order")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    add_environment_flags(p, "benchmark and prompt files")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+    from harness.pipeline import RunOptions, SPPORun
+
+    apply_environment(args)
+    overrides: dict = {}
+    if args.prompts:
+        overrides["prompts"] = {"iterations": [args.prompts] * max(args.iters, 1)}
+    if args.trainer:
+        overrides["trainer"] = args.trainer
+    if args.ranker:
+        overrides["ranker"] = args.ranker
+    preferences = {k: v for k, v in (("probabilities", args.probabilities), ("ties", args.ties)) if v}
+    if preferences:
+        overrides["preferences"] = preferences
+    if args.loss:
+        overrides["training"] = {"loss": args.loss}
+    if args.limit is not None:
+        overrides["evaluation"] = {"alpaca_eval": {"limit": args.limit}}
+    if vllm_overrides(args):
+        overrides["vllm"] = vllm_overrides(args)
+    config = load_config(args.base, args.profile, overrides)
+    suffix = "" if args.profile == "full" else f"-{args.profile}"
+    out = args.out or Path("runs") / f"{config.name}-sppo{suffix}"
+    opts = RunOptions(iters=args.iters, out=out, resume=args.resume, seed=args.seed,
+                      generator=args.generator, progress=not args.no_progress,
+                      launcher=args.launcher, num_processes=args.num_processes,
+                      accelerate_config=args.accelerate_config, yes=args.yes,
+                      break_lock=args.break_lock)
+    if args.device:
+        opts.device = args.device
+    SPPORun(config, opts).run()
+    print(f"run directory: {out}", file=sys.stderr)
+    return 0
