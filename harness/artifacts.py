@@ -42,14 +42,19 @@ def _write_failed(path: Path, exc: OSError) -> RunStateError:
                          "is kept: free space or fix permissions, then resume with --resume")
 
 
+def _write_durably(path: Path, text: str, mode: str) -> None:
+    """One write of ``text`` to ``path`` (``mode`` "w" or "a"), flushed and fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode, encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     tmp = _tmp_name(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_durably(tmp, text, "w")
         os.replace(tmp, path)
     except OSError as exc:
         raise _write_failed(path, exc) from exc
@@ -59,13 +64,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Append whole rows to a partial file, durably (one write, flushed and fsynced)."""
-    text = "".join(dumps(r) + "\n" for r in rows)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_durably(path, "".join(dumps(r) + "\n" for r in rows), "a")
     except OSError as exc:
         raise _write_failed(path, exc) from exc
 

@@ -189,10 +189,7 @@ class OpenLLMConfig(_Strict):
     apply_chat_template: bool = False
 
     @model_validator(mode="after")
-    def _tasks_of_the_version(self) -> OpenLLMConfig:
-        from harness.benchmarks.open_llm import selected_tasks
-
-        selected_tasks(self.tasks, self.version)  # a ConfigError names the strangers
+    def _limits(self) -> OpenLLMConfig:  # (the tasks of the version: the benchmark's preflight)
         limits = self.limit.values() if isinstance(self.limit, dict) else [self.limit]
         if any(n is not None and n < 1 for n in limits):
             raise ValueError(f"limit: every limit must be at least 1 (got {self.limit})")

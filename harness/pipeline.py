@@ -2,13 +2,15 @@
 
 Iteration t samples from π_{t-1}, trains π_t against the reference π_{t-1}, then evaluates π_t.
 Every stage writes its artifact atomically and is recorded in ``run.json``; ``--resume`` skips
-what finished and redoes an interrupted stage from its start.
+what finished, and an interrupted stage continues from what it committed (generation batches,
+ranking and answer chunks, training state with ``training.save_steps``) or else starts again.
+The stages are :mod:`harness.stages` and the registered benchmarks'; this module drives them and
+is the context they run in.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,27 +18,18 @@ from typing import Any
 
 import torch
 
-from harness import benchmarks, distributed, evaluate, report, sharded
-from harness.artifacts import (
-    append_jsonl,
-    atomic_dir,
-    partial_path,
-    read_jsonl,
-    read_partial_jsonl,
-    write_json,
-    write_jsonl,
-)
+from harness import benchmarks, distributed, evaluate, report
 from harness.config import RunConfig, deep_merge
 from harness.errors import ConfigError, DataError, RunStateError
-from harness.faults import crash_point
-from harness.generate import Generation, Sampling
+from harness.generate import Sampling
 from harness.models import load_tokenizer, resolve_source
-from harness.probabilities import check_preferences, row_from_scores
 from harness.prompts import Prompt, heldout_prompts, iteration_prompts
-from harness.rank import Ranker, check_ranker, get_ranker, score_pairwise
+from harness.rank import Ranker, check_ranker, get_ranker
 from harness.run_dir import RunDir
-from harness.under_test import ModelUnderTest, choose_backend, open_model
-from trainers import TrainRequest, get_trainer, launch
+from harness.stages import generate, probabilities, rank, train
+from harness.stages import heldout as heldout_stage
+from harness.under_test import ModelUnderTest, open_model
+from trainers import get_trainer
 
 log = logging.getLogger("harness")
 RANK_CHUNK = 64  # prompts ranked and committed together (a crash loses one chunk at most)
@@ -120,12 +113,13 @@ class SPPORun:
             self.dir.create(snapshot, {"iters": self.opts.iters, "seed": self.opts.seed,
                                        "generator": self.opts.generator})
 
-    def _sampling(self) -> Sampling:
+    def policy_sampling(self) -> Sampling:
+        """K samples per prompt: the config's decoding, its seeds offset by ``--seed``."""
         s = Sampling.from_config(self.config.sampling)
         return replace(s, seeds=tuple(x + self.opts.seed for x in s.seeds))
 
     def _eval_sampling(self) -> Sampling:
-        s = self._sampling()
+        s = self.policy_sampling()
         return replace(s, seeds=s.seeds[:1])
 
     def policy_path(self, t: int) -> str:
@@ -149,14 +143,14 @@ class SPPORun:
             self._model.close()
             self._model = None
 
-    def _ranker_kwargs(self) -> dict[str, Any]:
+    def ranker_kwargs(self) -> dict[str, Any]:
         return {"device": self.opts.device, "dtype": self.config.sampling.dtype,
                 "progress": self.opts.progress, "policy_tokenizer": self.config.model.source,
                 "yes": self.opts.yes}
 
     def _get_ranker(self) -> Ranker:
         if self._ranker is None:
-            self._ranker = get_ranker(self.config.ranker, **self._ranker_kwargs())
+            self._ranker = get_ranker(self.config.ranker, **self.ranker_kwargs())
         return self._ranker
 
     def _check_prompt_lengths(self, prompts: list[Prompt], path: str) -> None:
@@ -173,227 +167,12 @@ class SPPORun:
                     "raise the limit"
                 )
 
-    # stages -----------------------------------------------------------------------------
-    def _processes(self) -> int:
+    def processes(self) -> int:
         """Processes for generation, ranking and training (1 without ``--launcher accelerate``)."""
         return self.opts.num_processes if self.opts.launcher == "accelerate" else 1
 
-    def _generate(self, t: int, prompts: list[Prompt]) -> dict[str, Any]:
-        path = self.policy_path(t - 1)
-        sampling = self._sampling()
-        n = self._processes()
-        resumed = 0
-        if n > 1 and choose_backend(self.opts.generator) == "transformers":
-            self._release()
-            outs = sharded.generate(
-                path, prompts, sampling, dtype=self.config.sampling.dtype,
-                batch_size=self.config.sampling.batch_size,
-                trust_remote_code=self.config.model.trust_remote_code, device=self.opts.device,
-                work=self.dir.iter_dir(t), processes=n, config=self.opts.accelerate_config)
-            generator = {"backend": "transformers", "model": path, "processes": n}
-            seed_rule = sampling.as_dict()["seed_rule"]
-        else:  # one model under test (vLLM spreads over its GPUs itself)
-            model = self._under_test(path)
-            generator, seed_rule = model.provenance(), model.seed_rule
-            # batch by batch into a partial file: a crash loses one batch at most
-            partial = partial_path(self.dir.generations(t))
-            done = {r["prompt_id"]: Generation(r["responses"], r["num_tokens"], r["finished"])
-                    for r in read_partial_jsonl(partial)}
-            resumed = len(done)
-
-            def commit(batch: list[tuple[Prompt, Generation]]) -> None:
-                append_jsonl(partial, (self._generation_row(p, g, generator, sampling, seed_rule)
-                                       for p, g in batch))
-                crash_point("generate/chunk")
-
-            outs = model.sample(prompts, sampling, done=done, on_batch=commit)
-        write_jsonl(self.dir.generations(t), (self._generation_row(p, g, generator, sampling, seed_rule)
-                                              for p, g in zip(prompts, outs, strict=True)))
-        partial_path(self.dir.generations(t)).unlink(missing_ok=True)
-        n_tok = sum(sum(g.num_tokens) for g in outs)
-        cut = sum(not f for g in outs for f in g.finished)
-        return {"prompts": len(prompts), "responses": len(prompts) * len(sampling.seeds),
-                "new_tokens": n_tok, "cut_at_max_new_tokens": cut, "processes": generator.get(
-                    "processes", 1), "resumed_prompts": resumed}
-
-    @staticmethod
-    def _generation_row(p: Prompt, g: Generation, generator: dict[str, Any],
-                        sampling: Sampling, seed_rule: str) -> dict[str, Any]:
-        return {"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": g.responses,
-                "num_tokens": g.num_tokens, "finished": g.finished, "generator": generator,
-                "sampling": sampling.as_dict(seed_rule)}
-
-    def _pairwise(self) -> bool:
+    def pairwise(self) -> bool:
         return self.config.preferences.probabilities == "pairwise"
-
-    def _rank(self, t: int) -> dict[str, Any]:
-        rows = read_jsonl(self.dir.generations(t))
-        k = self.config.sampling.k
-        for n, r in enumerate(rows, 1):
-            got = r.get("responses")
-            if not isinstance(got, list) or len(got) != k or not all(isinstance(x, str) for x in got):
-                raise DataError(f"{self.dir.generations(t)}:{n}: prompt {r.get('prompt_id')}: expected "
-                                f"k = {k} responses (strings), found {got!r:.80}")
-        n = self._processes()
-        resumed = 0
-        if n > 1:
-            name = self.config.ranker
-            ranked = self._rank_sharded(rows, t, n)
-            details: dict[str, Any] = {}
-        else:  # fixed chunks of prompts into a partial file: a crash loses one chunk at most
-            ranker = self._get_ranker()
-            name = ranker.name
-            partial = partial_path(self.dir.scores(t))
-            # (a row without the matrix this estimator needs is ranked again)
-            done = {r["prompt_id"]: r for r in read_partial_jsonl(partial)
-                    if not self._pairwise() or "pairwise" in r}
-            resumed = len(done)
-            for start in range(0, len(rows), RANK_CHUNK):
-                chunk = rows[start:start + RANK_CHUNK]
-                if all(r["prompt_id"] in done for r in chunk):
-                    continue
-                got = self._rank_chunk(ranker, chunk)
-                append_jsonl(partial, got)
-                done.update({r["prompt_id"]: r for r in got})
-                crash_point("rank/chunk")
-            ranked = [done[r["prompt_id"]] for r in rows]
-            details = dict(getattr(ranker, "details", {}))
-        write_jsonl(self.dir.scores(t), ({**r, "ranker": name} for r in ranked))
-        partial_path(self.dir.scores(t)).unlink(missing_ok=True)
-        return {"ranker": name, "ranker_dtype": self.config.sampling.dtype, "processes": n,
-                "probabilities": self.config.preferences.probabilities, "resumed_prompts": resumed,
-                **({"ranker_details": details} if details else {})}
-
-    @staticmethod
-    def _score_rows(rows: list[dict[str, Any]], scores: list[list[float]],
-                    matrices: list[list[list[float]]] | None = None) -> list[dict[str, Any]]:
-        """``scores.jsonl`` rows (less the ranker's name): scores, and the pairwise matrix if any."""
-        if matrices is None:
-            return [{"prompt_id": r["prompt_id"], "scores": s} for r, s in zip(rows, scores, strict=True)]
-        return [{"prompt_id": r["prompt_id"], "scores": s, "pairwise": m}
-                for r, s, m in zip(rows, scores, matrices, strict=True)]
-
-    def _rank_chunk(self, ranker: Ranker, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        prompts, cands = [r["prompt"] for r in chunk], [r["responses"] for r in chunk]
-        if self._pairwise():
-            return self._score_rows(chunk, *score_pairwise(ranker, prompts, cands))
-        return self._score_rows(chunk, ranker.score(prompts, cands))
-
-    def _rank_sharded(self, rows: list[dict[str, Any]], t: int, n: int) -> list[dict[str, Any]]:
-        args = (self.config.ranker, [r["prompt"] for r in rows], [r["responses"] for r in rows],
-                self._ranker_kwargs())
-        kw = {"work": self.dir.iter_dir(t), "processes": n, "config": self.opts.accelerate_config}
-        if self._pairwise():
-            return self._score_rows(rows, *sharded.score_pairwise(*args, **kw))
-        return self._score_rows(rows, sharded.score(*args, **kw))
-
-    def _probabilities(self, t: int) -> dict[str, Any]:
-        gens = read_jsonl(self.dir.generations(t))
-        scores = {r["prompt_id"]: r for r in read_jsonl(self.dir.scores(t))}
-        prefs = self.config.preferences
-        rows = []
-        for g in gens:
-            if g["prompt_id"] not in scores:
-                raise DataError(f"{self.dir.scores(t)}: no scores for prompt {g['prompt_id']}")
-            try:
-                rows.append(row_from_scores(g, scores[g["prompt_id"]], prefs.probabilities, prefs.ties))
-            except DataError as exc:
-                raise DataError(f"{self.dir.scores(t)}: {exc}") from None
-        write_jsonl(self.dir.preferences(t), rows)
-        mean_gap = sum(r["chosen_probs"] for r in rows) / len(rows)
-        return {"pairs": len(rows), "mean_chosen_probs": mean_gap,
-                "probabilities": prefs.probabilities, "ties": prefs.ties,
-                "same_chosen_and_rejected": sum(r["chosen_index"] == r["rejected_index"] for r in rows)}
-
-    def _train(self, t: int) -> dict[str, Any]:
-        prefs = self.config.preferences
-        check_preferences(read_jsonl(self.dir.preferences(t)), read_jsonl(self.dir.generations(t)),
-                          {r["prompt_id"]: r for r in read_jsonl(self.dir.scores(t))},
-                          str(self.dir.preferences(t)), probabilities=prefs.probabilities,
-                          ties=prefs.ties)
-        self._release()  # free the model under test (and shut vLLM down) before training
-        trainer = get_trainer(self.config.trainer)
-        ckpt = self.dir.checkpoint(t)
-        with atomic_dir(ckpt) as tmp:
-            request = TrainRequest(
-                model_path=self.policy_path(t - 1),
-                reference_path=self.policy_path(t - 1),
-                preferences=self.dir.preferences(t),
-                output_dir=tmp,
-                log_path=self.dir.train_log(t),
-                config=self.config.training,
-                seed=self.opts.seed + t,
-                device=self.opts.device,
-                trust_remote_code=self.config.model.trust_remote_code,
-                progress=self.opts.progress,
-                state_dir=self.dir.train_state(t) if self.config.training.save_steps else None,
-            )
-            if self.opts.launcher == "accelerate":
-                result = launch.run(trainer.name, request, self._processes(),
-                                    self.opts.accelerate_config)
-            else:
-                result = trainer.train(request)
-        state = self.dir.train_state(t)  # the checkpoint is committed: the resumable state is spent
-        for d in (state, state.with_name(state.name + ".next")):
-            shutil.rmtree(d, ignore_errors=True)
-        info = result.as_dict()
-        info["train_seconds"] = round(info.pop("seconds"), 2)
-        info["trainer"] = trainer.name
-        info["processes"] = self._processes()
-        info["final_loss"] = result.losses[-1] if result.losses else None
-        info["losses"] = [round(x, 6) for x in result.losses]
-        return info
-
-    def _heldout_generations(self, t: int, prompts: list[Prompt]) -> list[dict[str, Any]]:
-        path = self.dir.eval_dir(t, evaluate.BENCHMARK) / "generations.jsonl"
-        if path.exists():
-            return read_jsonl(path)
-        sampling = self._eval_sampling()
-        model = self._under_test(self.policy_path(t))
-        outs = model.sample(prompts, sampling)
-        rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt, "response": g.responses[0],
-                 "num_tokens": g.num_tokens[0], "finished": g.finished[0],
-                 "generator": model.provenance(), "sampling": sampling.as_dict(model.seed_rule)}
-                for p, g in zip(prompts, outs, strict=True)]
-        write_jsonl(path, rows)
-        return rows
-
-    def _evaluate(self, t: int, prompts: list[Prompt]) -> dict[str, Any]:
-        base = self._heldout_generations(0, prompts)
-        new = self._heldout_generations(t, prompts)
-        ranker = self._get_ranker()
-        scores = ranker.score([b["prompt"] for b in base],
-                              [[b["response"], n["response"]] for b, n in zip(base, new, strict=True)])
-        out = self.dir.eval_dir(t, evaluate.BENCHMARK)
-        write_jsonl(out / "scores.jsonl", (
-            {"prompt_id": b["prompt_id"], "base_score": s[0], "score": s[1]}
-            for b, s in zip(base, scores, strict=True)))
-        # from the ranker's scores under either preferences.probabilities: the estimator shapes
-        # training, not this measurement, so it is not part of the protocol ("judge" names the ranker)
-        metrics = evaluate.win_rate([s[0] for s in scores], [s[1] for s in scores])
-        sampling = self._eval_sampling().as_dict()
-        results = {
-            "benchmark": evaluate.BENCHMARK,
-            "version": evaluate.VERSION,
-            "metrics": metrics,
-            "provenance": {
-                "model": self.policy_path(t),
-                "iteration": t,
-                "baseline": f"base policy ({self.config.model.source})",
-                "judge": ranker.name,
-                "judge_dtype": self.config.sampling.dtype,
-                "n_examples": len(prompts),
-                "prompts": f"{self.config.prompts.heldout} (held out, last "
-                           f"{self.config.prompts.heldout_size})",
-                "decoding": sampling,
-                "profile": self.config.profile,
-                "base_config": self.config.name,
-                "git_sha": self.dir.meta.get("git_sha"),
-                "packages": self.dir.meta.get("packages"),
-            },
-        }
-        write_json(out / "results.json", results)
-        return {k: metrics[k] for k in ("win_rate", "standard_error")}
 
     # what a benchmark's stage gets (harness.benchmarks.StageContext) ----------------------
     @property
@@ -456,7 +235,7 @@ class SPPORun:
                     f"training.global_batch_size ({tc.global_batch_size}) must be a multiple of "
                     f"per_device_batch_size × --num-processes ({tc.per_device_batch_size} × {n})")
             distributed.accelerate_config(self.opts.accelerate_config, self.opts.device)
-        check_ranker(self.config.ranker, pairwise=self._pairwise())
+        check_ranker(self.config.ranker, pairwise=self.pairwise())
         for b in benchmarks.runnable(self.config.evaluation.benchmarks):
             if b.preflight is not None:
                 b.preflight(self.config)
@@ -485,8 +264,8 @@ class SPPORun:
         in_loop = evaluate.BENCHMARK in self.config.evaluation.benchmarks
         base_steps = self._benchmark_stages(0)
         if in_loop:  # the base's held-out answers, while it is loaded
-            base_steps.insert(0, (f"eval/{evaluate.BENCHMARK}",
-                                  lambda: {"heldout": len(self._heldout_generations(0, heldout))}))
+            base_steps.insert(0, (f"eval/{evaluate.BENCHMARK}", lambda: {
+                "heldout": len(heldout_stage.heldout_generations(self, 0, heldout))}))
         for name, fn in base_steps:
             self._stage("iter-0", name, fn)
         n = self.opts.iters
@@ -494,14 +273,14 @@ class SPPORun:
             prompts = prompts_of[t]
             tag = f"iter-{t}"
             steps = [
-                ("generate", lambda t=t, p=prompts: self._generate(t, p)),
-                ("rank", lambda t=t: self._rank(t)),
-                ("probabilities", lambda t=t: self._probabilities(t)),
-                ("train", lambda t=t: self._train(t)),
+                ("generate", lambda t=t, p=prompts: generate.run_stage(self, t, p)),
+                ("rank", lambda t=t: rank.run_stage(self, t)),
+                ("probabilities", lambda t=t: probabilities.run_stage(self, t)),
+                ("train", lambda t=t: train.run_stage(self, t)),
             ]
             if in_loop:
                 steps.append((f"eval/{evaluate.BENCHMARK}",
-                              lambda t=t: self._evaluate(t, heldout)))
+                              lambda t=t: heldout_stage.run_stage(self, t, heldout)))
             steps += self._benchmark_stages(t)
             for name, fn in steps:
                 self._stage(tag, name, fn)

@@ -1,7 +1,7 @@
 """Report stage: ``leaderboard.md``/``.csv`` (one row per iteration of a run, with training
 columns) and ``leaderboard.html`` (the cross-run leaderboard page of this run, with plots).
 
-The training table carries the in-loop ``win_rate_vs_base``; every benchmark is tabulated by
+The training table carries the in-loop win rate against the base; every benchmark is tabulated by
 :mod:`harness.leaderboard` (one column per protocol, provenance footnoted), so no number stands
 without its provenance and there is one way to print a benchmark table.
 """
@@ -26,7 +26,7 @@ def _row(run: RunDir, t: int, cells: list[Cell]) -> dict[str, Any]:
         "iteration": t,
         "model": "base" if t == 0 else f"SPPO Iter{t}",
         "checkpoint": run.meta.get("base_model_path", "") if t == 0 else str(run.checkpoint(t)),
-        "win_rate_vs_base": None,
+        evaluate.BENCHMARK: None,
         "win_rate_se": None,
         "mean_preference": None,
         "n": None,
@@ -38,7 +38,7 @@ def _row(run: RunDir, t: int, cells: list[Cell]) -> dict[str, Any]:
     path = run.eval_dir(t, evaluate.BENCHMARK) / "results.json"
     if t > 0 and path.exists():
         m = read_json(path)["metrics"]
-        row.update(win_rate_vs_base=m["win_rate"], win_rate_se=m["standard_error"],
+        row.update({evaluate.BENCHMARK: m["win_rate"]}, win_rate_se=m["standard_error"],
                    mean_preference=m["mean_preference"], n=m["n_total"])
     for c in cells:
         if c.iteration == t and c.benchmark != evaluate.BENCHMARK:
@@ -85,7 +85,7 @@ def write_leaderboard(run: RunDir) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        wr = "50 (reference)" if r["iteration"] == 0 else _fmt(r["win_rate_vs_base"])
+        wr = "50 (reference)" if r["iteration"] == 0 else _fmt(r[evaluate.BENCHMARK])
         lines.append(
             f"| {r['model']} | {wr} | {_fmt(r['win_rate_se'])} | {_fmt(r['mean_preference'])} "
             f"| {_fmt(r['n'])} | {_fmt(r['final_loss'], 4)} | {_fmt(r['chosen_logratio'])} "

@@ -150,6 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(400, f"Invalid JSON body: {exc}")
             return
         fake = self.server.fake
+        fake.authorizations.append(self.headers.get("Authorization"))
         kind = fake._record(body)
         if kind == "drop":
             self.close_connection = True
@@ -188,6 +189,7 @@ class FakeOpenAI:
         self.reply = reply
         self.url = ""
         self.requests: list[dict] = []
+        self.authorizations: list[str | None] = []  # each request's Authorization header
         self._lock = threading.Lock()
         self._faults: dict[str, deque[str]] = {}
         self._ids = itertools.count(1)

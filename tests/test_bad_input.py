@@ -149,6 +149,13 @@ CASES = [
          lambda t, m, e: (_existing_run(t, m, '{"config": {"na'), _run(t, m, "--resume"))[1],
          r"run\.json"),
     # benchmarks and reporting
+    Case("unknown benchmark in the config",
+         lambda t, m, e: _run(t, m, **{"evaluation.benchmarks": ["win_rate_vs_base", "alpacaeval"]}),
+         r"evaluation\.benchmarks: unknown benchmark\(s\) \['alpacaeval'\]"),
+    Case("Open LLM task of the other version in the config",
+         lambda t, m, e: _run(t, m, **{"evaluation.benchmarks": ["open_llm"],
+                                       "evaluation.open_llm.tasks": ["ifeval"]}),
+         r"ifeval"),
     Case("unknown Open LLM task",
          lambda t, m, e: ["eval", "open_llm", "--model", str(m), "--tasks", "hellaswagg"],
          r"hellaswagg"),
@@ -295,6 +302,3 @@ def test_damaged_run_is_named_on_resume(case: Damage, finished_run: tuple[Path, 
                   "--resume"], case.message, tmp_path, capsys)
     assert path.read_bytes() == data  # the evidence is left as it was found
 
-
-def test_the_catalogue_is_at_least_thirty_cases() -> None:
-    assert len(CASES) + len(RESUME_CASES) >= 30

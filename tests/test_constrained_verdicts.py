@@ -60,7 +60,7 @@ def test_cached_prefix_scores_equal_a_plain_forward_pass(tiny_model_dir: Path) -
 
 
 def test_the_judge_replies_with_its_most_likely_choice(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from harness.judges import get_judge
+    from harness.judges.factory import get_judge
 
     cfg = load_judge_config(str(_judge(tmp_path, tiny_model_dir, 4096)))
     judge = get_judge(cfg)

@@ -9,6 +9,7 @@ import io
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -225,8 +226,11 @@ def test_v2_tasks_are_checked_per_version(tmp_path: Path) -> None:
     from harness.errors import ConfigError
 
     assert [t.name for t in open_llm.selected_tasks(["musr", "bbh"], "v2")] == ["bbh", "musr"]
+    # checked before a run starts, by the benchmark's preflight
+    config = SimpleNamespace(evaluation=SimpleNamespace(
+        open_llm=OpenLLMConfig(version="v2", tasks=["arc_challenge"])))
     with pytest.raises(ConfigError, match=r"unknown Open LLM v2 task\(s\) \['arc_challenge'\]"):
-        OpenLLMConfig(version="v2", tasks=["arc_challenge"])
+        open_llm.BENCHMARK.preflight(config)
     with pytest.raises(ConfigError, match="version 'v3' is not known"):
         open_llm.selected_tasks(None, "v3")
 

@@ -237,8 +237,28 @@ def test_accelerate_launcher_trains_in_separate_processes(tiny_config: Path, tmp
     assert [r["loss"] for r in log] == pytest.approx(info["losses"], rel=1e-5)
 
 
-def test_no_secret_reaches_any_artifact(finished_run: Path) -> None:
-    files = [p for p in finished_run.rglob("*") if p.is_file()]
+def test_no_secret_reaches_any_artifact(tiny_config: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose MT-Bench judge is an endpoint that needs the key: the key is sent with every
+    request, and no file of the run holds it."""
+    from openai_server import FakeOpenAI
+
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))  # every judgment asked for
+    with FakeOpenAI(reply=lambda messages: "Fine. Rating: [[6]]") as server:
+        judge = tmp_path / "judge.yaml"
+        judge.write_text(yaml.safe_dump({"model": "gpt-4", "base_url": server.url,
+                                         "api_key_env": SECRET_VARS[0], "max_tokens": 16}))
+        cfg = yaml.safe_load(tiny_config.read_text())
+        cfg["evaluation"] = {"benchmarks": ["mt_bench"],
+                             "mt_bench": {"judge": str(judge), "limit": 1, "max_new_tokens": 4}}
+        path = tmp_path / "tiny.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        out = tmp_path / "run"
+        _run(path, out, iters=1)
+    # base and iteration 1, 8 questions x 2 turns each (equal requests are asked once)
+    assert 16 <= len(server.requests) <= 32
+    assert set(server.authorizations) == {f"Bearer {SECRET}"}
+    files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) > 10
     leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
     assert not leaked

@@ -1,6 +1,6 @@
 """A benchmark from a plug-in (``tests/plugin_benchmark.py``): registered, it runs as a stage of
-``harness run`` for the base and each checkpoint, and its cells reach the leaderboard and the gate,
-with no harness file naming it."""
+``harness run`` for the base and each checkpoint and as ``harness eval``, and its cells reach the
+leaderboard and the gate, with no harness file naming it."""
 
 from __future__ import annotations
 
@@ -63,6 +63,21 @@ def test_a_plugin_benchmark_runs_and_is_tabulated_and_gated(plugin_run: Path, tm
             m["value"] += 100.0
     baseline.write_text(json.dumps(moved))
     assert not gate.check(plugin_run, baseline, out_dir=tmp_path / "gate2")[0]
+
+
+def test_a_plugin_benchmark_has_its_eval_command(tmp_path: Path, tiny_model_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("SPPO_PLUGINS", "plugin_benchmark")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    out = tmp_path / "eval"
+    assert main(["eval", "answer_words", "--model", str(tiny_model_dir), "--dtype", "float32",
+                 "--max-new-tokens", "4", "--out", str(out), "--json", "--no-progress"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    result = read_json(out / "results.json")
+    assert result["benchmark"] == "answer_words" and len(result["metrics"]["answers"]) == 3
+    assert metrics["mean_words"] == result["metrics"]["mean_words"]
+    assert all(len(a.split()) <= 4 for a in result["metrics"]["answers"])  # (4 new tokens at most)
 
 
 def test_an_unknown_benchmark_is_refused_before_any_work(tmp_path: Path, tiny_model_dir: Path,

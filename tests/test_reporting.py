@@ -292,10 +292,19 @@ def test_card_holds_metadata_results_and_the_alpaca_eval_config(
     assert main(["card", str(run_a), "--iter", "2"]) == 2  # no checkpoint there
 
 
-def test_baseline_copy_is_independent(run_a: Path) -> None:
+def test_a_baseline_keeps_its_numbers_when_the_run_changes(run_a: Path) -> None:
+    """The baseline holds copies of the run's numbers: a later change to the run is seen as a
+    change against it, not carried into it."""
     base = gate.make_baseline(run_a)
-    again = copy.deepcopy(base)
-    assert gate.compare(run_a, again) == gate.compare(run_a, base)
+    kept = copy.deepcopy(base)
+    path = run_a / "iter-2" / "eval" / "alpaca_eval" / "results.json"
+    record = json.loads(path.read_text())
+    record["metrics"]["win_rate"] -= 30.0
+    path.write_text(json.dumps(record))
+    rows = {r["id"]: r for r in gate.compare(run_a, base)}
+    assert base == kept
+    assert rows["iter-2/alpaca_eval/win_rate"]["delta"] == pytest.approx(-30.0)
+    assert rows["iter-2/alpaca_eval/win_rate"]["verdict"] == "fail"
 
 
 # the page in a browser ----------------------------------------------------------------------

@@ -29,7 +29,6 @@ The RPS time average alone cannot see a sign flip: the reversed game is again ro
 from __future__ import annotations
 
 import itertools
-import math
 
 import pytest
 import torch
@@ -197,7 +196,7 @@ def dpo_update(theta_t: torch.Tensor, P: torch.Tensor, beta: float, steps: int =
 def test_iterative_dpo_on_rps_is_reported() -> None:
     """Iterative DPO on the same RPS game (β = 0.5, 10 GD steps of lr 1 per iteration, T = 400).
 
-    Observed (not asserted): the averaged policy also ends near uniform, TV(π̄_400, U) ≈ 0.028
+    Observed, and asserted with margins: the averaged policy also ends near uniform, TV(π̄_400, U) ≈ 0.028
     (SPPO: 0.0145), but the last iterate collapses onto a pure strategy within a few dozen
     iterations and then cycles rock → paper → scissors among the vertices (TV(π_t, U) = 0.667 at
     t = 400; between 0.33 and 0.667 after the first few iterations). The same held for β ∈ {0.1, 1}
@@ -218,5 +217,8 @@ def test_iterative_dpo_on_rps_is_reported() -> None:
     print(f"\niterative DPO on RPS: TV(avg, U) {tv(avg, UNIFORM3):.4f}, TV(last, U) "
           f"{last_tv[-1]:.4f}, TV(pi_t, U) over t > 50 in [{min(last_tv[50:]):.3f}, "
           f"{max(last_tv[50:]):.3f}], pi_T {[round(x, 3) for x in pi.tolist()]}")
-    # Only that the simulation is well-defined; the behaviour is reported, not asserted.
-    assert math.isfinite(tv(avg, UNIFORM3)) and abs(float(avg.sum()) - 1) < 1e-9
+    # The behaviour described above: the average near uniform, the last iterate at or near a
+    # vertex from the first few dozen iterations on (margins of about 2x on each measured bound).
+    assert abs(float(avg.sum()) - 1) < 1e-9
+    assert tv(avg, UNIFORM3) < 0.06
+    assert min(last_tv[50:]) > 0.3 and last_tv[-1] > 0.6

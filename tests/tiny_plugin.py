@@ -7,7 +7,7 @@ import os
 
 import harness.benchmarks.alpaca_eval
 import harness.benchmarks.answers
-import harness.pipeline
+import harness.stages.rank
 from harness.models import load_model, load_tokenizer
 from harness.rank import register
 from harness.rank.embedded import PMIRanker
@@ -21,7 +21,7 @@ def _tiny(device: str = "cpu", progress: bool = False, **_) -> PMIRanker:
 
 
 if os.environ.get("TINY_RANK_CHUNK"):
-    harness.pipeline.RANK_CHUNK = int(os.environ["TINY_RANK_CHUNK"])
+    harness.stages.rank.RANK_CHUNK = int(os.environ["TINY_RANK_CHUNK"])
 if os.environ.get("TINY_EVAL_CHUNK"):
     harness.benchmarks.answers.CHUNK = int(os.environ["TINY_EVAL_CHUNK"])
     harness.benchmarks.alpaca_eval.ANNOTATION_CHUNK = int(os.environ["TINY_EVAL_CHUNK"])

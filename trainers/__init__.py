@@ -1,12 +1,7 @@
-"""Trainer backends. Every module in this package is imported, so a backend file that calls
-:func:`register` is available as ``--trainer NAME`` without touching anything else."""
-
-import importlib
-import pkgutil
+"""Trainer backends. A backend is one module that calls :func:`register`; the built-in ones
+(:data:`trainers.base.BUILTIN`) are imported when chosen, so ``--trainer native`` never loads TRL.
+A backend of your own is loaded through ``SPPO_PLUGINS``."""
 
 from trainers.base import TrainRequest, TrainResult, available_trainers, get_trainer, register
-
-for _mod in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = ["TrainRequest", "TrainResult", "available_trainers", "get_trainer", "register"]

@@ -7,6 +7,7 @@ settings the backend does not support. The harness only ever calls :func:`get_tr
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,11 +88,17 @@ def register(name: str) -> Callable[[type], type]:
     return deco
 
 
+# The built-in backends by name: their module is imported when the backend is chosen.
+BUILTIN = {"native": "trainers.native", "trl": "trainers.trl_dpo"}
+
+
 def get_trainer(name: str) -> Trainer:
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown trainer {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown trainer {name!r}; available: {', '.join(available_trainers())}")
     return _REGISTRY[name]()
 
 
 def available_trainers() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted({*_REGISTRY, *BUILTIN})

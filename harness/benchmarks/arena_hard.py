@@ -579,9 +579,10 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, bench_version: str = "v
     jointly over this model's judgments and the published ones in ``style_pool``
     (:func:`load_pool`: same judge and version).
     """
-    from harness.judges import get_judge, load_judge_config
+    from harness.judges import load_judge_config
     from harness.judges.cache import JudgmentCache
     from harness.judges.cost import confirm, estimate
+    from harness.judges.factory import get_judge
 
     name = bench_version
     v = version(name)
@@ -715,22 +716,16 @@ def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
     return {k: m[k] for k in ("score", "ci_lower", "ci_upper", "invalid_games")}
 
 
-def _note(metrics: dict[str, Any], metric: str, version_name: str) -> str | None:
-    if metrics.get(metric) is not None:
-        return None
-    return f"no valid verdict: {metrics.get('invalid_games')} games without a usable label"
-
-
 def _preflight(config: Any) -> None:
     from harness.judges import check_judge
 
-    cfg = config.evaluation.arena_hard
-    check_judge(cfg.judge or version(cfg.version).judge)
+    check_judge(config.evaluation.arena_hard.judge or version(config.evaluation.arena_hard.version).judge)
 
 
 BENCHMARK = register(Benchmark(
     NAME, "Arena-Hard", (Metric("score", "standard_error", "Arena-Hard (%)"),),
-    note=_note,
+    note=lambda metrics, metric, name: None if metrics.get(metric) is not None else (
+        f"no valid verdict: {metrics.get('invalid_games')} games without a usable label"),
     published_metrics={("arena_hard", "arena_hard_score"): "score"},
     published_protocol=lambda row: (VERSIONS["v0.1"].bench, {
         "judge": f"openai:{VERSIONS['v0.1'].judge}", "baseline": VERSIONS["v0.1"].baseline,

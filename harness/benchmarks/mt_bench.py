@@ -234,9 +234,10 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
     the judge requests and the cost estimate are written (``judge_requests.jsonl``,
     ``cost.json``) and no judge is called.
     """
-    from harness.judges import get_judge, load_judge_config
+    from harness.judges import load_judge_config
     from harness.judges.cache import JudgmentCache, judge_cached
     from harness.judges.cost import confirm, estimate
+    from harness.judges.factory import get_judge
 
     cfg = load_judge_config(judge)
     qs = questions(limit)
@@ -292,12 +293,6 @@ def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
     return {k: m[k] for k in ("score", "turn_1", "turn_2", "parse_failures")}
 
 
-def _note(metrics: dict[str, Any], metric: str, version: str) -> str | None:
-    if metrics.get(metric) is not None:
-        return None
-    return f"no parseable rating: {metrics.get('parse_failures')} judgments without [[x]]"
-
-
 def _preflight(config: Any) -> None:
     from harness.judges import check_judge
 
@@ -308,7 +303,8 @@ BENCHMARK = register(Benchmark(
     NAME, "MT-Bench",
     (Metric("score", "standard_error", "MT-Bench (1-10)"), Metric("turn_1", None, "MT-Bench turn 1"),
      Metric("turn_2", None, "MT-Bench turn 2")),
-    note=_note,
+    note=lambda metrics, metric, version: None if metrics.get(metric) is not None else (
+        f"no parseable rating: {metrics.get('parse_failures')} judgments without [[x]]"),
     published_metrics={("mt_bench", "mt_bench_overall"): "score", ("mt_bench", "mt_bench_turn1"): "turn_1",
                        ("mt_bench", "mt_bench_turn2"): "turn_2"},
     published_protocol=lambda row: (VERSION, {"judge": f"openai:{OFFICIAL_JUDGE}", "n_examples": 80,

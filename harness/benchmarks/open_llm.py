@@ -509,7 +509,7 @@ def _note(metrics: dict[str, Any], metric: str, version: str) -> str | None:
     return (metrics.get("tasks", {}).get(metric) or {}).get("unavailable")
 
 
-register(Benchmark(
+BENCHMARK = register(Benchmark(
     NAME, "Open LLM v1",
     (Metric("average", None, "Open LLM v1 avg (%)"),
      Metric("arc_challenge", "arc_challenge_stderr", "ARC-C 25-shot (%)"),
@@ -518,7 +518,9 @@ register(Benchmark(
      Metric("truthfulqa_mc2", "truthfulqa_mc2_stderr", "TruthfulQA mc2 (%)"),
      Metric("winogrande", "winogrande_stderr", "Winogrande 5-shot (%)"),
      Metric("gsm8k", "gsm8k_stderr", "GSM8K 5-shot (%)")),
-    note=_note, stage=run_stage, cli="harness.commands.eval_open_llm"))
+    note=_note, stage=run_stage, cli="harness.commands.eval_open_llm",
+    preflight=lambda config: selected_tasks(config.evaluation.open_llm.tasks,
+                                            config.evaluation.open_llm.version)))
 register(Benchmark(  # v2 numbers are their own benchmark: never in a column with v1's
     NAME_V2, "Open LLM v2",
     (Metric("average", None, "Open LLM v2 avg (normalised)"), Metric("ifeval", None, "IFEval (strict, %)"),

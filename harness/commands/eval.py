@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,24 @@ def print_judged(result: dict[str, Any], out: Path, as_json: bool) -> None:
     categories = metrics.pop("categories", {})
     print_metrics({**metrics, **{f"category/{k}": v for k, v in categories.items()}}, as_json)
     print(f"results: {out / 'results.json'}", file=sys.stderr)
+
+
+def run_judged(args: argparse.Namespace, judge: str,
+               evaluate: Callable[[Target, LazyChat], dict[str, Any]]) -> int:
+    """A judged benchmark (MT-Bench, Arena-Hard): the judge checked before the model is loaded
+    (a dry run needs no key), ``evaluate(target, chat)`` run, its metrics printed."""
+    from harness.judges import check_judge, load_judge_config
+
+    t = target(args)
+    (load_judge_config if args.dry_run else check_judge)(judge)
+    chat = LazyChat(args, t)
+    try:
+        result = evaluate(t, chat)
+    finally:
+        chat.close()
+    if not args.dry_run:
+        print_judged(result, t.out, args.json)
+    return 0
 
 
 def existing_files(paths: list[Path], folders: bool = False) -> list[Path]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.benchmarks import arena_hard
 from harness.commands import emit_json
-from harness.commands.eval import LazyChat, existing_files, print_judged, target
+from harness.commands.eval import existing_files, run_judged
 from harness.errors import ConfigError
 
 HELP = "Arena-Hard-Auto v0.1 (the SPPO paper's) or v2.0: a judge's verdicts against the baseline"
@@ -43,22 +43,11 @@ def run(args: argparse.Namespace) -> int:
     if args.from_judgments:
         existing_files(args.from_judgments, folders=bool(args.judge_names))
         return from_judgments(args)
-    from harness.judges import check_judge, load_judge_config
-
-    t = target(args)
     judge = args.judge or arena_hard.version(args.version).judge
-    (load_judge_config if args.dry_run else check_judge)(judge)  # before loading the model
-    chat = LazyChat(args, t)
-    try:
-        result = arena_hard.evaluate(t.name, chat, t.out, bench_version=args.version, judge=judge,
-                                     limit=args.limit, max_new_tokens=args.max_new_tokens,
-                                     style_control=args.style_control, yes=args.yes, dry_run=args.dry_run,
-                                     device=t.device, provenance={"model": t.path, "dtype": args.dtype})
-    finally:
-        chat.close()
-    if not args.dry_run:
-        print_judged(result, t.out, args.json)
-    return 0
+    return run_judged(args, judge, lambda t, chat: arena_hard.evaluate(
+        t.name, chat, t.out, bench_version=args.version, judge=judge, limit=args.limit,
+        max_new_tokens=args.max_new_tokens, style_control=args.style_control, yes=args.yes,
+        dry_run=args.dry_run, device=t.device, provenance={"model": t.path, "dtype": args.dtype}))
 
 
 def from_judgments(args: argparse.Namespace) -> int:

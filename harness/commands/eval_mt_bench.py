@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.benchmarks import mt_bench
 from harness.commands import emit_json
-from harness.commands.eval import LazyChat, existing_files, print_judged, target
+from harness.commands.eval import existing_files, run_judged
 
 HELP = "MT-Bench as FastChat's llm_judge grades it: two turns, a judge's 1-10 ratings"
 
@@ -28,20 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.from_judgments:
         return from_judgments(args)
-    from harness.judges import check_judge, load_judge_config
-
-    t = target(args)
-    (load_judge_config if args.dry_run else check_judge)(args.judge)  # before loading the model
-    chat = LazyChat(args, t)
-    try:
-        result = mt_bench.evaluate(t.name, chat, t.out, judge=args.judge, limit=args.limit, yes=args.yes,
-                                   dry_run=args.dry_run, device=t.device, max_new_tokens=args.max_new_tokens,
-                                   provenance={"model": t.path, "dtype": args.dtype})
-    finally:
-        chat.close()
-    if not args.dry_run:
-        print_judged(result, t.out, args.json)
-    return 0
+    return run_judged(args, args.judge, lambda t, chat: mt_bench.evaluate(
+        t.name, chat, t.out, judge=args.judge, limit=args.limit, yes=args.yes, dry_run=args.dry_run,
+        device=t.device, max_new_tokens=args.max_new_tokens,
+        provenance={"model": t.path, "dtype": args.dtype}))
 
 
 def from_judgments(args: argparse.Namespace) -> int:

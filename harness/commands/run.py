@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="run directory (default: runs/<base>-sppo, or runs/<base>-sppo-<profile>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out: finished stages are skipped, an interrupted "
-                        "stage is redone")
+                        "stage continues from what it committed")
     p.add_argument("--break-lock", action="store_true",
                    help="take over the run's lock even if another host left it (a lock left by a "
                         "process gone from this host is taken over without it)")

@@ -5,7 +5,8 @@
 - :mod:`~harness.judges.cache`: every judgment cached on disk, so none is paid for twice.
 - :mod:`~harness.judges.cost`: the bill before a paid run, and ``--yes`` to accept it.
 
-Configs live in ``judge_configs/`` (see :mod:`~harness.judges.config`).
+Configs live in ``judge_configs/`` (see :mod:`~harness.judges.config`); a judge is built from
+one by :func:`harness.judges.factory.get_judge`.
 """
 
 from __future__ import annotations
@@ -13,16 +14,4 @@ from __future__ import annotations
 from harness.judges.base import Judge
 from harness.judges.config import JudgeConfig, check_judge, load_judge_config
 
-__all__ = ["Judge", "JudgeConfig", "check_judge", "get_judge", "load_judge_config"]
-
-
-def get_judge(spec: str | JudgeConfig, device: str | None = None) -> Judge:
-    """A judge from a config name, YAML path, ``local[:<source>]`` or a loaded config."""
-    cfg = spec if isinstance(spec, JudgeConfig) else load_judge_config(spec)
-    if cfg.kind == "local":
-        from harness.judges.local import get_local_judge
-
-        return get_local_judge(cfg.model, cfg.dtype, device, cfg.batch_size)
-    from harness.judges.openai_client import OpenAIJudge
-
-    return OpenAIJudge(cfg)
+__all__ = ["Judge", "JudgeConfig", "check_judge", "load_judge_config"]

@@ -6,6 +6,7 @@ A judge is named on the command line by its config name (``gpt-4-1106-preview``)
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -86,8 +87,6 @@ def check_judge(spec: str) -> JudgeConfig:
     """Load a judge's config and fail early when it cannot run (an endpoint without its key)."""
     cfg = load_judge_config(spec)
     if cfg.kind == "openai":
-        from harness.judges.openai_client import api_key
-
         api_key(cfg)
     return cfg
 
@@ -112,3 +111,13 @@ def load_judge_config(spec: str, **overrides: object) -> JudgeConfig:
         return JudgeConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, origin)) from None
+
+
+def api_key(cfg: JudgeConfig) -> str:
+    if cfg.api_key_env is None:
+        return "EMPTY"  # local servers ignore it; the client needs a non-empty string
+    key = os.environ.get(cfg.api_key_env)
+    if not key:
+        raise ConfigError(f"judge {cfg.model!r} needs an API key: set the environment variable "
+                          f"{cfg.api_key_env} (keys are read from the environment only)")
+    return key

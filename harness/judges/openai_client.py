@@ -10,7 +10,6 @@ is read from the environment variable the config names and is never stored or lo
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -21,21 +20,11 @@ from tqdm.auto import tqdm
 
 from harness.errors import ConfigError, RunStateError
 from harness.judges.base import JudgeBatch, JudgeRequest, Judgment
-from harness.judges.config import JudgeConfig
+from harness.judges.config import JudgeConfig, api_key
 
 
 class _Fatal(Exception):
     """The endpoint refuses us (bad key, no access): no request can succeed."""
-
-
-def api_key(cfg: JudgeConfig) -> str:
-    if cfg.api_key_env is None:
-        return "EMPTY"  # local servers ignore it; the client needs a non-empty string
-    key = os.environ.get(cfg.api_key_env)
-    if not key:
-        raise ConfigError(f"judge {cfg.model!r} needs an API key: set the environment variable "
-                          f"{cfg.api_key_env} (keys are read from the environment only)")
-    return key
 
 
 class OpenAIJudge:

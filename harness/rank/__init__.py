@@ -20,6 +20,7 @@ matrix P_ij = P(i ≻ j), for ``preferences.probabilities: pairwise``. It regist
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -68,7 +69,14 @@ def register(name: str, check: Callable[[str], None] | None = None, pairwise: bo
     return deco
 
 
+# The built-in rankers' modules: each registers its rankers when imported, which happens when a
+# ranker is first looked up (so that importing this package loads no model code).
+BUILTIN = ("harness.rank.embedded", "harness.rank.judge", "harness.rank.pairrm", "harness.rank.reward_model")
+
+
 def _lookup(name: str) -> tuple[str, str | None]:
+    for module in BUILTIN:
+        importlib.import_module(module)
     if name in _REGISTRY:
         return name, None
     prefix, sep, arg = name.partition(":")
@@ -115,6 +123,3 @@ def split_flat(flat: list[float], candidates: list[list[str]]) -> list[list[floa
         i += len(cands)
     return out
 
-
-# the built-in rankers register themselves on import
-from harness.rank import embedded, judge, pairrm, reward_model  # noqa: E402, F401

@@ -25,11 +25,11 @@ from typing import Any
 
 from harness.benchmarks.mt_bench import judge_prompt, parse_rating
 from harness.errors import ConfigError
-from harness.judges import get_judge
 from harness.judges.base import Decoding, JudgeRequest, Judgment
 from harness.judges.cache import JudgmentCache, judge_cached
 from harness.judges.config import JudgeConfig, check_judge, load_judge_config
 from harness.judges.cost import confirm, estimate
+from harness.judges.factory import get_judge
 from harness.probabilities import pairwise_probabilities
 from harness.rank import PAIRWISE_HELP, Matrix, Ranker, register
 
