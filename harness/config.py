@@ -38,7 +38,7 @@ class SamplingConfig(_Strict):
     seeds: list[int] = [0, 50, 100, 150, 200]
     temperature: float = Field(0.7, gt=0)
     top_p: float = Field(0.9, gt=0, le=1)
-    max_new_tokens: int = Field(2048, ge=1)
+    max_new_tokens: int = Field(2048, ge=1, description="answer length")
     batch_size: int = Field(16, ge=1, description="prompts per generation batch")
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
 
@@ -95,7 +95,8 @@ class PreferencesConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    loss: Literal["sppo", "sppo_single", "sppo_hard", "sigmoid", "ipo", "ipo_mean"] = "sppo"
+    loss: Literal["sppo", "sppo_single", "sppo_hard", "sigmoid", "ipo", "ipo_mean"] = Field(
+        "sppo", description="preference loss")
     layout: Literal["official", "clean"] = Field(
         "clean", description="official: uclaml/SPPO's token layout and truncation (prompt without "
         "the generation prompt, BOS prepended, response = the templated turn + EOS; prompt cut to its "
@@ -152,7 +153,8 @@ class AlpacaEvalConfig(_Strict):
         description="an alpaca_eval annotator config name (official: weighted_alpaca_eval_gpt4_turbo) "
                     "or 'local' (the embedded model as judge, same prompt and parser)",
     )
-    limit: int | None = Field(None, ge=1, description="first N instructions only (smoke runs)")
+    limit: int | None = Field(None, ge=1, description="the first N instructions (alpaca_eval's "
+                                                  "max_instances; smoke runs; in the protocol)")
     decoding: DecodingOverride = DecodingOverride()
     best_of: int = Field(1, ge=1, description="sample N answers per instruction and submit the one the "
                                               "run's ranker scores highest (the paper's best-of-16 with "
@@ -167,12 +169,14 @@ class MTBenchConfig(_Strict):
 
 
 class ArenaHardConfig(_Strict):
-    version: Literal["v0.1", "v2.0"] = Field("v0.1", description="v0.1: the SPPO paper's")
+    version: Literal["v0.1", "v2.0"] = Field("v0.1", description="v0.1 (the SPPO paper's) or v2.0")
     judge: str | None = Field(None, description="a judge config in judge_configs/, a YAML path, or "
-                                                "local[:<model>] (default: the version's official judge)")
+                                                "local[:<model>] (default: the version's official "
+                                                "judge: v0.1 gpt-4-1106-preview, v2.0 gpt-4.1)")
     limit: int | None = Field(None, ge=1, description="first N questions (smoke runs)")
     max_new_tokens: int = Field(4096, ge=1, description="answer length")
-    style_control: bool = Field(False, description="control for length and markdown (its own version)")
+    style_control: bool = Field(False, description="control for answer length and markdown (reported "
+                                                   "as its own version)")
 
 
 OpenLLMTask = Literal["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k",

@@ -42,4 +42,4 @@ def win_rate(base_scores: list[float], new_scores: list[float]) -> dict[str, Any
 
 # its stage is the run's own (held-out prompts, the base's answers, the run's ranker): pipeline.py
 register(Benchmark(BENCHMARK, "Win rate vs base",
-                   (Metric("win_rate", "standard_error", "win rate vs base (%)"),)))
+                   (Metric("win_rate", "standard_error", "win rate vs base (%)", base_value=50.0),)))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.benchmarks import registry
+from harness.benchmarks import Metric, registry
 from harness.errors import DataError
 from harness.results import Cell, describe_key, label, protocol_key, run_cells
 
@@ -173,33 +173,77 @@ def to_csv(t: Table) -> str:
     return buf.getvalue()
 
 
+def _metric(col: tuple[str, str, str]) -> Metric | None:
+    b = registry().get(col[0])
+    return next((m for m in b.metrics if m.name == col[1]), None) if b else None
+
+
+def _series(t: Table, col: tuple[str, str, str]) -> dict[str, list[tuple[int, float, float]]]:
+    """A column's (iteration, value, se) points per run, the base at 0 (at its value by
+    definition where the metric has one, e.g. a win rate against the base)."""
+    m = _metric(col)
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for (row, c), cell in t.cells.items():
+        if c == col and not row.source and cell.value is not None and cell.iteration is not None:
+            series.setdefault(row.run, []).append((cell.iteration, cell.value, cell.se or 0.0))
+    if m is not None and m.base_value is not None:
+        for points in series.values():
+            if all(i != 0 for i, _, _ in points):
+                points.append((0, m.base_value, 0.0))
+    return {run: sorted(points) for run, points in sorted(series.items())}
+
+
+def unplotted(t: Table) -> dict[tuple[str, str, str], str]:
+    """The columns whose values carry no information across iterations, and why."""
+    out = {}
+    for col in t.columns:
+        series = _series(t, col)
+        if not any(len(points) > 1 for points in series.values()):
+            out[col] = "fewer than two iterations with a value"
+        elif len({v for points in series.values() for _, v, _ in points}) == 1:
+            out[col] = "the same value at every iteration"
+    return out
+
+
 def plots(t: Table, out_dir: Path) -> list[Path]:
-    """Each column vs iteration with error bars, one line per run (PNG and SVG)."""
+    """One figure per benchmark (PNG and SVG): a panel per column worth plotting, each run's
+    value vs iteration with error bars on integer iterations, the base at 0 (with a metric's
+    value by definition, e.g. 50 % for a win rate against the base, drawn as a reference line)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    plt.rcParams["svg.fonttype"] = "none"  # the SVG's labels stay text (searchable, testable)
+    for stale in out_dir.glob("plot-*"):  # a figure of an earlier rendering
+        stale.unlink()
+    skip = unplotted(t)
+    by_bench: dict[str, list[tuple[str, str, str]]] = {}
+    for col in t.columns:
+        if col not in skip:
+            by_bench.setdefault(col[0], []).append(col)
     made = []
-    for i, col in enumerate(t.columns):
-        series: dict[str, list[Cell]] = {}
-        for (row, c), cell in t.cells.items():
-            if c == col and not row.source and cell.value is not None and cell.iteration is not None:
-                series.setdefault(row.run, []).append(cell)
-        if not any(len(s) > 1 for s in series.values()):
-            continue
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for run, s in sorted(series.items()):
-            s = sorted(s, key=lambda c: c.iteration or 0)
-            ax.errorbar([c.iteration for c in s], [c.value for c in s],
-                        yerr=[c.se or 0 for c in s], marker="o", capsize=3, label=run)
-        ax.set_xlabel("SPPO iteration (0 = base)")
-        ax.set_ylabel(label(col[0], col[1]))
-        ax.set_title(f"{_header(t, col)}", fontsize=9)
-        ax.legend(fontsize=7)
+    for i, (bench, cols) in enumerate(by_bench.items()):
+        fig, axes = plt.subplots(1, len(cols), figsize=(4.6 * len(cols), 3.2), squeeze=False)
+        last = 0
+        for ax, col in zip(axes[0], cols, strict=True):
+            for run, points in _series(t, col).items():
+                its, values, ses = zip(*points, strict=True)
+                ax.errorbar(its, values, yerr=ses, marker="o", capsize=3, label=run)
+                last = max(last, *its)
+            m = _metric(col)
+            if m is not None and m.base_value is not None:
+                ax.axhline(m.base_value, color="grey", linestyle="--", linewidth=1, label="base")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(-0.3, max(last, 1) + 0.3)
+            ax.set_xlabel("SPPO iteration (0 = base)")
+            ax.set_ylabel(label(col[0], col[1]))
+            ax.set_title(_header(t, col), fontsize=9)
+            ax.legend(fontsize=7)
         fig.tight_layout()
         for ext in ("png", "svg"):
-            path = out_dir / f"plot-{i + 1}-{col[0]}-{col[1]}.{ext}"
+            path = out_dir / f"plot-{i + 1}-{bench}.{ext}"
             path.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path, dpi=110)
             made.append(path)
@@ -217,7 +261,8 @@ def to_html(t: Table, images: list[Path]) -> str:
                else esc(r.model))
         tds = "".join(f"<td>{esc(_cell_text(t, r, c))}</td>" for c in t.columns)
         body.append(f"<tr><td>{esc(r.run)}</td><td>{who}</td>{tds}</tr>")
-    notes = "".join(f"<li>{esc(n)}</li>" for n in _notes(t))
+    skipped = [f"not plotted: {_header(t, col)}: {why}" for col, why in unplotted(t).items()]
+    notes = "".join(f"<li>{esc(n)}</li>" for n in _notes(t) + skipped)
     imgs = "".join(
         f'<figure><img alt="{esc(p.stem)}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}"></figure>'

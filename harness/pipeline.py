@@ -18,21 +18,19 @@ from typing import Any
 
 import torch
 
-from harness import benchmarks, distributed, evaluate, report
+from harness import benchmarks, evaluate, report
 from harness.config import RunConfig, deep_merge
-from harness.errors import ConfigError, DataError, RunStateError
+from harness.errors import ConfigError, RunStateError
 from harness.generate import Sampling
-from harness.models import load_tokenizer, resolve_source
-from harness.prompts import Prompt, heldout_prompts, iteration_prompts
-from harness.rank import Ranker, check_ranker, get_ranker
+from harness.models import resolve_source
+from harness.prompts import heldout_prompts, iteration_prompts
+from harness.rank import Ranker, get_ranker
 from harness.run_dir import RunDir
-from harness.stages import generate, probabilities, rank, train
+from harness.stages import generate, preflight, probabilities, rank, train
 from harness.stages import heldout as heldout_stage
 from harness.under_test import ModelUnderTest, open_model
-from trainers import get_trainer
 
 log = logging.getLogger("harness")
-RANK_CHUNK = 64  # prompts ranked and committed together (a crash loses one chunk at most)
 
 
 @dataclass
@@ -153,20 +151,6 @@ class SPPORun:
             self._ranker = get_ranker(self.config.ranker, **self.ranker_kwargs())
         return self._ranker
 
-    def _check_prompt_lengths(self, prompts: list[Prompt], path: str) -> None:
-        from harness.generate import chat_prompt
-
-        tok = load_tokenizer(path, self.config.model.trust_remote_code)
-        limit = self.config.training.max_prompt_length
-        for p in prompts:
-            n = len(tok(chat_prompt(tok, p.prompt), add_special_tokens=False)["input_ids"])
-            if n > limit:
-                raise DataError(
-                    f"prompt {p.prompt_id} is {n} tokens with its chat template, more than "
-                    f"training.max_prompt_length={limit}; drop it from the prompt source or "
-                    "raise the limit"
-                )
-
     def processes(self) -> int:
         """Processes for generation, ranking and training (1 without ``--launcher accelerate``)."""
         return self.opts.num_processes if self.opts.launcher == "accelerate" else 1
@@ -221,24 +205,7 @@ class SPPORun:
     def run(self) -> Path:
         if self.opts.iters < 1:
             raise ConfigError("--iters must be at least 1")
-        for t in range(1, self.opts.iters + 1):
-            self.config.prompt_source(t)  # fail now, not after hours of work
-        trainer = get_trainer(self.config.trainer)
-        if hasattr(trainer, "check"):  # what the backend cannot do, before any work
-            trainer.check(self.config.training)
-        if self.opts.launcher == "accelerate":
-            n, tc = self.opts.num_processes, self.config.training
-            if n < 1:
-                raise ConfigError("--num-processes must be at least 1")
-            if tc.global_batch_size % (tc.per_device_batch_size * n):
-                raise ConfigError(
-                    f"training.global_batch_size ({tc.global_batch_size}) must be a multiple of "
-                    f"per_device_batch_size × --num-processes ({tc.per_device_batch_size} × {n})")
-            distributed.accelerate_config(self.opts.accelerate_config, self.opts.device)
-        check_ranker(self.config.ranker, pairwise=self.pairwise())
-        for b in benchmarks.runnable(self.config.evaluation.benchmarks):
-            if b.preflight is not None:
-                b.preflight(self.config)
+        preflight.check(self)
         self._open()
         with self.dir.lock(self.opts.break_lock, _say):
             try:
@@ -258,9 +225,7 @@ class SPPORun:
         heldout = heldout_prompts(self.config)
         # every iteration's prompts read now: a bad source fails before any model is loaded
         prompts_of = {t: iteration_prompts(self.config, t) for t in range(1, self.opts.iters + 1)}
-        if self.config.training.layout == "clean":  # (the official layout cuts long prompts)
-            for prompts in prompts_of.values():  # (checkpoints keep the base's tokenizer)
-                self._check_prompt_lengths(prompts, self.base_path)
+        preflight.check_prompt_lengths(self, prompts_of)
         in_loop = evaluate.BENCHMARK in self.config.evaluation.benchmarks
         base_steps = self._benchmark_stages(0)
         if in_loop:  # the base's held-out answers, while it is loaded

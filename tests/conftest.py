@@ -1,14 +1,84 @@
-"""Shared fixtures: a tiny randomly initialised chat model built in the test session."""
+"""Shared fixtures: a tiny randomly initialised chat model built in the test session, the tiny
+SPPO run the pipeline, kill and bad-input tests share, the plug-in ranker over the tiny model,
+a local judge of any context length, and an empty judgment cache."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TESTS = Path(__file__).parent
+
+# The tiny SPPO run: the tiny model as policy and (the tiny_plugin's "tiny-pmi") as ranker, fp32.
+TINY_RUN: dict[str, Any] = {
+    "name": "tiny",
+    "sampling": {"k": 3, "seeds": [0, 50, 100], "max_new_tokens": 6, "batch_size": 4,
+                 "dtype": "float32"},
+    "training": {"learning_rate": 1e-3, "global_batch_size": 4, "per_device_batch_size": 2,
+                 "max_length": 256, "max_prompt_length": 192, "dtype": "float32"},
+    "prompts": {"iterations": ["embedded", "embedded"], "per_iteration": 5, "heldout_size": 4},
+    "ranker": "tiny-pmi",
+}
+
+
+def tiny_run_config(model_dir: Path, **sections: Any) -> dict[str, Any]:
+    """:data:`TINY_RUN` on ``model_dir``; a mapping in ``sections`` updates that section, any other
+    value replaces it."""
+    cfg = copy.deepcopy(TINY_RUN)
+    cfg["model"] = {"source": str(model_dir)}
+    for name, value in sections.items():
+        cfg[name] = {**cfg[name], **value} if isinstance(value, dict) and name in cfg else value
+    return cfg
+
+
+def tiny_plugin_env(model_dir: Path, plugins: str = "tiny_plugin") -> dict[str, str]:
+    """The environment under which every process (accelerate's and subprocesses too) loads the
+    tests' plug-ins, ``tiny_plugin``'s ranker over ``model_dir`` among them."""
+    return {"TINY_MODEL_DIR": str(model_dir), "SPPO_PLUGINS": plugins,
+            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture
+def tiny_plugin(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:
+    """The tiny ranker plug-in, for this test's processes."""
+    for k, v in tiny_plugin_env(tiny_model_dir).items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty judgment and model cache: the test pays for every judgment it asserts on."""
+    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def local_judge(tmp_path: Path, tiny_model_dir: Path) -> Callable[[int, int], Path]:
+    """``make(context, max_tokens)``: a judge config (kind local, fp32) over a copy of the tiny
+    model whose context holds ``context`` tokens (RoPE: a longer context needs no new weights);
+    the copy is ``<tmp>/tiny-judge``."""
+    def make(context: int, max_tokens: int) -> Path:
+        judge_dir = tmp_path / "tiny-judge"
+        if not judge_dir.exists():
+            shutil.copytree(tiny_model_dir, judge_dir)
+        config = json.loads((judge_dir / "config.json").read_text())
+        (judge_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": context}))
+        judge = tmp_path / "local.yaml"
+        judge.write_text(json.dumps({"kind": "local", "model": str(judge_dir), "max_tokens": max_tokens,
+                                     "dtype": "float32"}))
+        return judge
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -686,13 +685,11 @@ def test_2024_and_2025_rows_rescore_from_the_cli(tmp_path: Path, capsys: pytest.
 
 
 # end to end ----------------------------------------------------------------------------------
-def test_end_to_end_with_an_endpoint_judge(tiny_model_dir: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch,
+def test_end_to_end_with_an_endpoint_judge(tiny_model_dir: Path, tmp_path: Path, fresh_cache: Path,
                                            capsys: pytest.CaptureFixture) -> None:
     """Scripted verdicts: game 1 of question 1 gets no label, then [[B>A]] when asked to continue;
     every other game says the model's answer (A or B) is slightly better, except game 1 of
     question 2, a tie."""
-    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
     qs = ah.questions("v0.1", limit=2)
     base = ah.baseline_answers("v0.1")
 
@@ -766,18 +763,12 @@ def test_end_to_end_with_an_endpoint_judge(tiny_model_dir: Path, tmp_path: Path,
         ah.load_pool([V2_DIR / "model_judgment" / "gpt-4.1"], "v0.1", "gpt-4-1106-preview")
 
 
-def test_end_to_end_with_a_local_judge_v2(tiny_model_dir: Path, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch,
+def test_end_to_end_with_a_local_judge_v2(tmp_path: Path, fresh_cache: Path, local_judge,
                                           capsys: pytest.CaptureFixture) -> None:
     """The CPU path: the model under test and an in-process judge (the tiny random model, whose
     judgments hold no verdict: every game is invalid and the score is missing, not invented)."""
-    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
-    judge_dir = shutil.copytree(tiny_model_dir, tmp_path / "tiny-judge")
-    config = json.loads((judge_dir / "config.json").read_text())
-    (judge_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 16384}))
-    judge = tmp_path / "local.yaml"
-    judge.write_text(json.dumps({"kind": "local", "model": str(judge_dir), "max_tokens": 4,
-                                 "dtype": "float32"}))
+    judge = local_judge(16384, 4)
+    judge_dir = tmp_path / "tiny-judge"
     out = tmp_path / "eval"
     # (the first v2.0 question is longer than the tiny model's context: both use the long copy)
     assert main(["eval", "arena_hard", "--version", "v2.0", "--model", str(judge_dir), "--name", "tiny",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_plugin_env
 
 from harness.cli import main
 
@@ -253,8 +254,8 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
     cfg.write_text(yaml.safe_dump({**TINY, "model": {"source": str(tiny_model_dir)}, "ranker": "tiny-pmi",
                                    "training": training, "evaluation": {"benchmarks": []}}))
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("SPPO_PLUGINS", "tiny_plugin")  # the tiny model as ranker
-        env.setenv("TINY_MODEL_DIR", str(tiny_model_dir))
+        for k, v in tiny_plugin_env(tiny_model_dir).items():  # the tiny model as ranker
+            env.setenv(k, v)
         assert main(["run", "--base", str(cfg), "--iters", "1", "--out", str(root / "run"),
                      "--no-progress"]) == 0
     return cfg, root / "run"
@@ -274,20 +275,16 @@ def _fails_named(argv: list[str], message: str, tmp: Path, capsys: pytest.Captur
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_is_named(case: Case, tmp_path: Path, tiny_model_dir: Path,
+def test_bad_input_is_named(case: Case, tmp_path: Path, tiny_model_dir: Path, fresh_cache: Path,
                             monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
     _fails_named(case.argv(tmp_path, tiny_model_dir, monkeypatch), case.message, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("case", RESUME_CASES, ids=[c.name for c in RESUME_CASES])
 def test_damaged_run_is_named_on_resume(case: Damage, finished_run: tuple[Path, Path], tmp_path: Path,
-                                        tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture) -> None:
+                                        tiny_plugin: None, capsys: pytest.CaptureFixture) -> None:
     import shutil
 
-    monkeypatch.setenv("SPPO_PLUGINS", "tiny_plugin")
-    monkeypatch.setenv("TINY_MODEL_DIR", str(tiny_model_dir))
     cfg, run = finished_run
     out = shutil.copytree(run, tmp_path / "run")
     meta = json.loads((out / "run.json").read_text())

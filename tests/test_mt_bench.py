@@ -130,9 +130,8 @@ def test_from_judgments_cli(tmp_path: Path, capsys: pytest.CaptureFixture,
 
 
 def test_end_to_end_on_a_tiny_model_with_an_endpoint_judge(tiny_model_dir: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            fresh_cache: Path,
                                                             capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
 
     def reply(messages: list[dict]) -> str:  # turn 1 gets 6, turn 2 gets 8; math gets no rating
         user = messages[-1]["content"]
@@ -184,19 +183,12 @@ def test_end_to_end_on_a_tiny_model_with_an_endpoint_judge(tiny_model_dir: Path,
     assert result["provenance"]["n_examples"] == 8 and result["provenance"]["limit"] == 1
 
 
-def test_end_to_end_with_a_local_judge(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture) -> None:
+def test_end_to_end_with_a_local_judge(tiny_model_dir: Path, tmp_path: Path, fresh_cache: Path,
+                                       local_judge, capsys: pytest.CaptureFixture) -> None:
     """The CPU path: the model under test and an in-process judge (here the tiny random model,
     whose judgments are random text: ratings that do not parse are counted as failures)."""
-    import shutil
-
-    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
-    judge_dir = shutil.copytree(tiny_model_dir, tmp_path / "tiny-judge")
-    config = json.loads((judge_dir / "config.json").read_text())
-    (judge_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 4096}))
-    judge = tmp_path / "local.yaml"  # (RoPE: a longer context needs no new weights)
-    judge.write_text(json.dumps({"kind": "local", "model": str(judge_dir), "max_tokens": 8,
-                                 "dtype": "float32"}))
+    judge = local_judge(4096, 8)
+    judge_dir = tmp_path / "tiny-judge"
     out = tmp_path / "eval"
     assert main(["eval", "mt_bench", "--model", str(tiny_model_dir), "--name", "tiny", "--judge", str(judge),
                  "--limit", "1", "--max-new-tokens", "4", "--dtype", "float32", "--out", str(out),
@@ -213,10 +205,9 @@ def test_end_to_end_with_a_local_judge(tiny_model_dir: Path, tmp_path: Path, mon
 
 
 def test_dry_run_needs_no_api_key(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture) -> None:
+                                  fresh_cache: Path, capsys: pytest.CaptureFixture) -> None:
     """A user without a key can still see every request and the bill of the official GPT-4 judge."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.setenv("SPPO_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "eval"
     base = ["eval", "mt_bench", "--model", str(tiny_model_dir), "--name", "tiny", "--limit", "1",
             "--max-new-tokens", "2", "--dtype", "float32", "--out", str(out), "--no-progress"]

@@ -253,14 +253,15 @@ def test_v2_without_its_data_in_the_mirror_is_reported_unavailable(
 
 def test_committed_tasks_are_reused_only_under_the_same_settings(tmp_path: Path) -> None:
     settings = {"version": "v1", "limit": 3, "batch_size": 2, "seed": 0}
-    log = open_llm._TaskLog(tmp_path, settings)
-    assert log.done == {}
-    log.commit("arc_challenge", {"score": 25.0, "n": 3})
-    with open(log.path, "a") as f:
+    log = open_llm._task_log(tmp_path, settings)
+    assert log.rows == {}
+    log.commit([{"task": "arc_challenge", "settings": settings, "result": {"score": 25.0, "n": 3}}])
+    with open(log.partial, "a") as f:
         f.write('{"task": "mmlu", "sett')  # killed mid-append
-    assert open_llm._TaskLog(tmp_path, dict(settings)).done == {"arc_challenge": {"score": 25.0, "n": 3}}
-    assert open_llm._TaskLog(tmp_path, {**settings, "limit": 4}).done == {}  # other settings: rerun
-    log.finish({"metrics": {}})
+    again = open_llm._task_log(tmp_path, dict(settings))
+    assert {k: r["result"] for k, r in again.rows.items()} == {"arc_challenge": {"score": 25.0, "n": 3}}
+    assert open_llm._task_log(tmp_path, {**settings, "limit": 4}).rows == {}  # other settings: rerun
+    again.finish(lambda path: path.write_text("{}"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_plugin_env, tiny_run_config
 
 from harness.artifacts import read_json, read_jsonl
 from harness.config import load_config
@@ -25,27 +26,13 @@ SECRET_VARS = ("OPENAI_API_KEY", "HF_TOKEN", "ANTHROPIC_API_KEY")
 def tiny_config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Path]:
     # The ranker is a plugin so that the processes of --launcher accelerate stages have it too.
     env = pytest.MonkeyPatch()
-    env.setenv("TINY_MODEL_DIR", str(tiny_model_dir))
-    env.setenv("SPPO_PLUGINS", "tiny_plugin")
+    for k, v in tiny_plugin_env(tiny_model_dir).items():
+        env.setenv(k, v)
     for var in SECRET_VARS:  # recognisable secrets that must never reach an artifact
         env.setenv(var, SECRET)
-    env.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent),
-                                              os.environ.get("PYTHONPATH", "")]))
     load_plugins()
-
-    cfg = {
-        "name": "tiny",
-        "model": {"source": str(tiny_model_dir)},
-        "sampling": {"k": 3, "seeds": [0, 50, 100], "max_new_tokens": 6, "batch_size": 4,
-                     "dtype": "float32"},
-        "training": {"learning_rate": 1e-3, "global_batch_size": 4, "per_device_batch_size": 2,
-                     "max_length": 256, "max_prompt_length": 192, "dtype": "float32"},
-        "prompts": {"iterations": ["embedded", "embedded"], "per_iteration": 5,
-                    "heldout_size": 4},
-        "ranker": "tiny-pmi",
-    }
     path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(tiny_run_config(tiny_model_dir)))
     yield path
     env.undo()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_plugin_env, tiny_run_config
 
 from harness import gate, leaderboard
 from harness.artifacts import read_json
@@ -21,16 +22,12 @@ HARNESS = Path(__file__).resolve().parents[1] / "harness"
 
 @pytest.fixture
 def plugin_run(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("TINY_MODEL_DIR", str(tiny_model_dir))
-    monkeypatch.setenv("SPPO_PLUGINS", "tiny_plugin,plugin_benchmark")
+    for k, v in tiny_plugin_env(tiny_model_dir, "tiny_plugin,plugin_benchmark").items():
+        monkeypatch.setenv(k, v)
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    cfg = {"name": "tiny", "model": {"source": str(tiny_model_dir)},
-           "sampling": {"k": 2, "seeds": [0, 1], "max_new_tokens": 6, "batch_size": 4, "dtype": "float32"},
-           "training": {"learning_rate": 1e-3, "global_batch_size": 4, "per_device_batch_size": 2,
-                        "max_length": 256, "max_prompt_length": 192, "dtype": "float32"},
-           "prompts": {"iterations": ["embedded"], "per_iteration": 4, "heldout_size": 2},
-           "evaluation": {"benchmarks": ["win_rate_vs_base", "answer_words"]},
-           "ranker": "tiny-pmi"}
+    cfg = tiny_run_config(tiny_model_dir, sampling={"k": 2, "seeds": [0, 1]},
+                          prompts={"iterations": ["embedded"], "per_iteration": 4, "heldout_size": 2},
+                          evaluation={"benchmarks": ["win_rate_vs_base", "answer_words"]})
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"

@@ -14,6 +14,7 @@ import base64
 import copy
 import csv
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -195,7 +196,27 @@ def test_html_page_is_self_contained_with_plots(run_a: Path, tmp_path: Path) -> 
     page = out.read_text()
     assert page.count("<img ") >= 2 and "data:image/png;base64," in page
     assert "55.00 ± 5.00 (+15.00*)" in page and "http" not in page.split("<body>")[1].split("<ul>")[0]
-    assert sorted(p.suffix for p in out.parent.glob("plot-*")) == [".png", ".png", ".svg", ".svg"]
+    # one figure per benchmark with a value at two iterations or more; AlpacaEval's LC has none
+    assert sorted(p.name for p in out.parent.glob("plot-*")) == [
+        "plot-1-win_rate_vs_base.png", "plot-1-win_rate_vs_base.svg",
+        "plot-2-alpaca_eval.png", "plot-2-alpaca_eval.svg"]
+    assert "not plotted: AlpacaEval 2.0 LC (%) smoke [2]: fewer than two iterations with a value" in page
+    svg = (out.parent / "plot-1-win_rate_vs_base.svg").read_text()
+    ticks = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    assert {"0", "1", "2"} <= set(ticks) and not {"0.5", "1.5", "0.0"} & set(ticks)  # integer iterations
+    # the win rate's base: 50 % by definition, a point at iteration 0 and a reference line
+    col = next(c for c in leaderboard.build([run_a]).columns if c[0] == "win_rate_vs_base")
+    assert leaderboard._series(leaderboard.build([run_a]), col) == {
+        "run-a": [(0, 50.0, 0.0), (1, 60.0, 5.0), (2, 70.0, 5.0)]}
+
+
+def test_a_metric_without_information_gets_no_plot(tmp_path: Path) -> None:
+    flat = make_run(tmp_path / "flat", {0: [_ae(40.0, 5.0)], 1: [_wr(60.0, 5.0), _ae(40.0, 5.0)],
+                                        2: [_wr(70.0, 5.0), _ae(40.0, 5.0)]})
+    out = tmp_path / "lb" / "leaderboard.html"
+    assert main(["leaderboard", str(flat), "--format", "html", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.parent.glob("plot-*.png")) == ["plot-1-win_rate_vs_base.png"]
+    assert "AlpacaEval 2.0 WR (%) smoke [2]: the same value at every iteration" in out.read_text()
 
 
 # regression gate --------------------------------------------------------------------------------

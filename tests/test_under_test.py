@@ -15,6 +15,7 @@ from typing import Any
 import model_events
 import pytest
 import yaml
+from conftest import tiny_run_config
 from openai_server import FakeOpenAI, judge_config
 
 from harness.cli import main
@@ -36,21 +37,14 @@ def judge(tmp_path: Path) -> Any:
 
 def test_a_run_builds_one_model_per_checkpoint(tiny_model_dir: Path, tmp_path: Path, judge: Path,
                                                events: list[tuple[str, str]]) -> None:
-    cfg = {
-        "name": "tiny",
-        "model": {"source": str(tiny_model_dir)},
-        "sampling": {"k": 3, "seeds": [0, 50, 100], "max_new_tokens": 4, "batch_size": 4,
-                     "dtype": "float32"},
-        "training": {"learning_rate": 1e-3, "global_batch_size": 4, "per_device_batch_size": 2,
-                     "max_length": 256, "max_prompt_length": 192, "dtype": "float32"},
-        "prompts": {"iterations": ["embedded", "embedded"], "per_iteration": 4, "heldout_size": 2},
-        "ranker": "smollm-judge",
-        "evaluation": {"benchmarks": BENCHMARKS,
-                       "alpaca_eval": {"annotator": "local", "limit": 1},
-                       "mt_bench": {"judge": str(judge), "limit": 1, "max_new_tokens": 4},
-                       "arena_hard": {"judge": str(judge), "limit": 1, "max_new_tokens": 4},
-                       "open_llm": {"limit": 1, "tasks": ["arc_challenge"], "batch_size": 2}},
-    }
+    cfg = tiny_run_config(
+        tiny_model_dir, sampling={"max_new_tokens": 4}, ranker="smollm-judge",
+        prompts={"per_iteration": 4, "heldout_size": 2},
+        evaluation={"benchmarks": BENCHMARKS,
+                    "alpaca_eval": {"annotator": "local", "limit": 1},
+                    "mt_bench": {"judge": str(judge), "limit": 1, "max_new_tokens": 4},
+                    "arena_hard": {"judge": str(judge), "limit": 1, "max_new_tokens": 4},
+                    "open_llm": {"limit": 1, "tasks": ["arc_challenge"], "batch_size": 2}})
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"

@@ -2,6 +2,14 @@
 (:data:`trainers.base.BUILTIN`) are imported when chosen, so ``--trainer native`` never loads TRL.
 A backend of your own is loaded through ``SPPO_PLUGINS``."""
 
-from trainers.base import TrainRequest, TrainResult, available_trainers, get_trainer, register
+from trainers.base import (
+    TrainRequest,
+    TrainResult,
+    available_trainers,
+    discard_state,
+    get_trainer,
+    register,
+)
 
-__all__ = ["TrainRequest", "TrainResult", "available_trainers", "get_trainer", "register"]
+__all__ = ["TrainRequest", "TrainResult", "available_trainers", "discard_state", "get_trainer",
+           "register"]

@@ -2,12 +2,16 @@
 
 A backend is a class with a ``name`` and ``train(request) -> TrainResult``, registered with
 :func:`register`; an optional ``check(config)`` refuses, before a run does any work, training
-settings the backend does not support. The harness only ever calls :func:`get_trainer`.
+settings the backend does not support, and an optional ``discard_state(state_dir)`` deletes the
+resumable state it keeps in ``request.state_dir`` (default: that folder) once the harness has
+committed the checkpoint. The harness only ever calls :func:`get_trainer` and
+:func:`discard_state`.
 """
 
 from __future__ import annotations
 
 import importlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,3 +106,12 @@ def get_trainer(name: str) -> Trainer:
 
 def available_trainers() -> list[str]:
     return sorted({*_REGISTRY, *BUILTIN})
+
+
+def discard_state(trainer: Trainer, state_dir: Path) -> None:
+    """Delete ``trainer``'s resumable state: its checkpoint is committed, the state is spent."""
+    discard = getattr(trainer, "discard_state", None)
+    if discard is not None:
+        discard(state_dir)
+    else:
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -46,6 +46,12 @@ def _optimizer(params: list[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
 class NativeTrainer:
     name = "native"
 
+    @staticmethod
+    def discard_state(state_dir: Path) -> None:
+        """The checkpoint is committed: the saved state (and a half-swapped next one) is spent."""
+        for d in (state_dir, _next(state_dir)):
+            shutil.rmtree(d, ignore_errors=True)
+
     def train(self, request: TrainRequest) -> TrainResult:
         cfg = request.config
         tok, pairs, schedule = prepare(request)
@@ -199,15 +205,19 @@ class NativeTrainer:
 
 def _saved_state(state_dir: Path) -> Path | None:
     """The complete saved state, if any (the next one, when a crash came mid-swap)."""
-    for d in (state_dir, state_dir.with_name(state_dir.name + ".next")):
+    for d in (state_dir, _next(state_dir)):
         if (d / "progress.json").is_file():
             return d
     return None
 
 
+def _next(state_dir: Path) -> Path:
+    return state_dir.with_name(state_dir.name + ".next")
+
+
 def _save_state(acc: Accelerator, state_dir: Path, progress: dict) -> None:
     """All processes save into ``<state_dir>.next``; the main process then swaps it in whole."""
-    nxt = state_dir.with_name(state_dir.name + ".next")
+    nxt = _next(state_dir)
     if acc.is_main_process:
         shutil.rmtree(nxt, ignore_errors=True)
         (nxt / "state").mkdir(parents=True)  # before any process writes its shard (ZeRO-3) into it

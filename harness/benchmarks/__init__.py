@@ -32,6 +32,7 @@ class Metric:
     name: str  # key in results.json's metrics
     se: str | None  # the key of its standard error, if it has one
     label: str  # column heading
+    base_value: float | None = None  # the base model's value by definition (a win rate against it)
 
 
 class StageContext(Protocol):

@@ -10,12 +10,10 @@ gets the same replies as an uninterrupted one.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.artifacts import append_jsonl, partial_path, read_partial_jsonl
-from harness.faults import crash_point
+from harness.commits import Commits, in_chunks
 from harness.judges.base import JudgeRequest
 
 Chat = Callable[[list[JudgeRequest]], dict[str, str]]
@@ -28,19 +26,13 @@ def answer_in_chunks(requests: list[JudgeRequest], chat: Chat, answers: Path,
     """Every request's reply; chunks are committed to the partial file of ``answers`` (the file
     the caller writes when all are in, then deleting the partial one), and the replies committed
     there by an interrupted call are reused. ``chunk`` defaults to :data:`CHUNK`."""
-    chunk = chunk or CHUNK
-    partial = partial_path(answers)
-    saved = {r["id"]: r for r in read_partial_jsonl(partial)}
-    replies = {r.id: saved[r.id]["reply"] for r in requests
-               if r.id in saved and saved[r.id].get("key") == r.key(_KEY)}
-    if replies:
-        print(f"{partial}: {len(replies)} answer(s) committed before are reused", file=sys.stderr)
-    for start in range(0, len(requests), chunk):
-        todo = requests[start:start + chunk]
-        if all(r.id in replies for r in todo):
-            continue
-        got = chat(todo)
-        append_jsonl(partial, ({"id": r.id, "key": r.key(_KEY), "reply": got[r.id]} for r in todo))
-        replies.update({r.id: got[r.id] for r in todo})
-        crash_point("answer/chunk")
-    return replies
+    keys = {r.id: r.key(_KEY) for r in requests}
+    commits = Commits(answers, "id", "answer/chunk", what="answer",
+                      keep=lambda row: keys.get(row["id"]) == row.get("key"))
+
+    def answer(todo: list[JudgeRequest]) -> list[dict[str, str]]:
+        got = chat(list(todo))
+        return [{"id": r.id, "key": keys[r.id], "reply": got[r.id]} for r in todo]
+
+    in_chunks(commits, requests, chunk or CHUNK, lambda r: r.id, answer)
+    return {r.id: commits.rows[r.id]["reply"] for r in requests}

@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from harness.artifacts import append_jsonl, partial_path, read_partial_jsonl, write_json
+from harness.artifacts import write_json
 from harness.benchmarks import Benchmark, Metric, StageContext, register
+from harness.commits import Commits
 from harness.errors import ConfigError, DataError, DataUnavailable
-from harness.faults import crash_point
 
 if TYPE_CHECKING:
     from harness.under_test import ModelUnderTest
@@ -294,26 +293,11 @@ def v1_average(scores: dict[str, float | None]) -> tuple[float | None, bool]:
     return (sum(have) / len(have) if have else None), partial
 
 
-class _TaskLog:
-    """Per-task results committed to the partial file of ``results.json`` as they come in, and
-    those an interrupted call committed with the same ``settings`` (model path included), reused."""
-
-    def __init__(self, out_dir: Path, settings: dict[str, Any]) -> None:
-        self.results, self.settings = out_dir / "results.json", settings
-        self.path = partial_path(self.results)
-        self.done = {r["task"]: r["result"] for r in read_partial_jsonl(self.path)
-                     if r.get("settings") == settings}
-        if self.done:
-            print(f"{self.path}: {len(self.done)} task(s) committed before are reused: "
-                  f"{', '.join(sorted(self.done))}", file=sys.stderr)
-
-    def commit(self, task: str, result: dict[str, Any]) -> None:
-        append_jsonl(self.path, [{"task": task, "settings": self.settings, "result": result}])
-        crash_point("open_llm/task")
-
-    def finish(self, record: dict[str, Any]) -> None:
-        write_json(self.results, record)
-        self.path.unlink(missing_ok=True)
+def _task_log(out_dir: Path, settings: dict[str, Any]) -> Commits:
+    """Per-task results committed to the partial file of ``results.json`` as they come in; those
+    an interrupted call committed with the same ``settings`` (model path included) are reused."""
+    return Commits(out_dir / "results.json", "task", "open_llm/task", what="task",
+                   keep=lambda r: r.get("settings") == settings, list_keys=True)
 
 
 def task_limit(limit: int | dict[str, int] | None, task: str) -> int | None:
@@ -337,9 +321,9 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
     local = (render_local_tasks(Path(mirror), out_dir / "tasks") if mirror
              else LocalTasks(names=render_hub_overrides(out_dir / "tasks")))
     manager = TaskManager(include_path=str(out_dir / "tasks"))
-    log = _TaskLog(out_dir, {"version": VERSION, "model": model.path,
-                             "limit": limit, "batch_size": batch_size,
-                             "apply_chat_template": apply_chat_template, "data_dir": mirror})
+    settings = {"version": VERSION, "model": model.path, "limit": limit, "batch_size": batch_size,
+                "apply_chat_template": apply_chat_template, "data_dir": mirror}
+    log = _task_log(out_dir, settings)
     lm = None
     per_task: dict[str, Any] = {}
     for t in wanted:
@@ -347,8 +331,8 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
             per_task[t.name] = {"score": None, "unavailable": local.unavailable.get(
                 t.name, f"no data for {t.name} in the mirror {mirror}")}
             continue
-        if t.name in log.done:
-            per_task[t.name] = log.done[t.name]
+        if t.name in log:
+            per_task[t.name] = log.rows[t.name]["result"]
             continue
         lm = lm or model.lm_eval(batch_size)
         name = local.names.get(t.name, t.name)
@@ -371,7 +355,7 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
             per_task[t.name]["flexible_extract"] = _percent(res.get("exact_match,flexible-extract"))
         if t.name in local.fewshot_deviations:
             per_task[t.name]["fewshot_deviation"] = local.fewshot_deviations[t.name]
-        log.commit(t.name, per_task[t.name])
+        log.commit([{"task": t.name, "settings": settings, "result": per_task[t.name]}])
     avg, partial = v1_average({t.name: per_task[t.name]["score"] for t in wanted})
     deviating = sorted(k for k, v in per_task.items() if "fewshot_deviation" in v)
     from importlib.metadata import version
@@ -395,7 +379,7 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
             **(provenance or {}),
         },
     }
-    log.finish(record)
+    log.finish(lambda path: write_json(path, record))
     return record
 
 
@@ -450,9 +434,9 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, in
 
     wanted = selected_tasks(tasks, "v2")
     mirror = os.environ.get("SPPO_DATA_DIR")
-    log = _TaskLog(out_dir, {"version": "v2", "model": model.path,
-                             "limit": limit, "batch_size": batch_size,
-                             "apply_chat_template": apply_chat_template})
+    settings = {"version": "v2", "model": model.path, "limit": limit, "batch_size": batch_size,
+                "apply_chat_template": apply_chat_template}
+    log = _task_log(out_dir, settings)
     per_task: dict[str, Any] = {}
     lm = None
     for t in wanted:
@@ -460,8 +444,8 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, in
             per_task[t.name] = {"score": None,
                                 "unavailable": f"no v2 data ({t.group}) in the mirror {mirror}"}
             continue
-        if t.name in log.done:
-            per_task[t.name] = log.done[t.name]
+        if t.name in log:
+            per_task[t.name] = log.rows[t.name]["result"]
             continue
         lm = lm or model.lm_eval(batch_size)
         start = time.perf_counter()
@@ -473,7 +457,7 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, in
                             "n": sum(v["effective"] for v in r["n-samples"].values()),
                             "n_shot": r.get("n-shot", {}), "versions": r.get("versions", {}),
                             "seconds": round(time.perf_counter() - start, 2)}
-        log.commit(t.name, per_task[t.name])
+        log.commit([{"task": t.name, "settings": settings, "result": per_task[t.name]}])
     scores = [v["score"] for v in per_task.values() if v["score"] is not None]
     record = {
         "benchmark": NAME_V2, "version": "v2",
@@ -488,7 +472,7 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, in
                        "data_dir": mirror,
                        "n_examples": sum(v.get("n", 0) for v in per_task.values()), **(provenance or {})},
     }
-    log.finish(record)
+    log.finish(lambda path: write_json(path, record))
     return record
 
 

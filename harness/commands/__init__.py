@@ -7,8 +7,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -41,6 +44,33 @@ def apply_environment(args: argparse.Namespace) -> None:
         hf_logging.disable_progress_bar()
 
 
+def add_config_flags(p: argparse.ArgumentParser, model: type[BaseModel], section: str,
+                     names: Iterable[str] | None = None, unset: bool = False, prefix: str = "") -> None:
+    """One flag per key of a config model (``names``, default all): type, choices, default and
+    help come from the model's field, so a flag never drifts from the config key it mirrors. With
+    ``unset`` a flag left out is None (the config's value stands) and a boolean gets --no-<flag>."""
+    for name in names or model.model_fields:
+        field = model.model_fields[name]
+        flag = "--" + name.replace("_", "-")
+        ann, args = field.annotation, get_args(field.annotation)
+        default = None if unset else field.default
+        what = f"{prefix}{field.description or name.replace('_', ' ')}"
+        if not unset:  # (the help formatter adds the default)
+            help_ = f"{what} (config key {section}.{name})"
+        else:  # (%(default).0s prints nothing: an unset flag's default is the config's)
+            also = f"; {field.default} where it sets none" if field.default is not None else ""
+            help_ = f"{what} (default: the config's {section}.{name}{also})%(default).0s"
+        if ann is bool:
+            action = argparse.BooleanOptionalAction if unset else "store_true"
+            p.add_argument(flag, action=action, default=default, help=help_)
+        elif get_origin(ann) is Literal:
+            p.add_argument(flag, choices=list(args), default=default, help=help_)
+        else:
+            kind = next(t for t in (int, float, str) if ann is t or t in args)
+            p.add_argument(flag, type=kind, default=default, help=help_,
+                           **({"metavar": "N"} if kind in (int, float) else {}))
+
+
 def add_generator_flags(p: argparse.ArgumentParser) -> None:
     """--generator, and one flag per vLLM engine setting (vLLM's own flag names), from the config."""
     from harness.config import VLLMConfig
@@ -48,21 +78,14 @@ def add_generator_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", default="auto", choices=["auto", "transformers", "vllm"],
                    help="backend of the model under test; auto = vllm when installed with a GPU, "
                         "else transformers")
-    for name, field in VLLMConfig.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        # (%(default).0s prints nothing: the default shown is the config's, not argparse's None)
-        help_ = f"vLLM: {field.description} (config key vllm.{name}, default {field.default})%(default).0s"
-        if field.annotation is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        else:
-            kind = float if "float" in str(field.annotation) else int
-            p.add_argument(flag, type=kind, default=None, metavar="N", help=help_)
+    add_config_flags(p, VLLMConfig, "vllm", unset=True, prefix="vLLM: ")
 
 
-def vllm_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from harness.config import VLLMConfig
-
-    return {k: getattr(args, k) for k in VLLMConfig.model_fields if getattr(args, k) is not None}
+def flags_given(args: argparse.Namespace, model: type[BaseModel],
+                names: Iterable[str] | None = None) -> dict[str, Any]:
+    """The keys of ``model`` (``names``, default all) set by ``unset`` flags of
+    :func:`add_config_flags`: the overrides of that config section."""
+    return {k: getattr(args, k) for k in names or model.model_fields if getattr(args, k) is not None}
 
 
 JSON_OUT: list[Any] = []  # where --json output goes, while stdout is sent to stderr

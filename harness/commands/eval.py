@@ -76,7 +76,7 @@ def target(args: argparse.Namespace) -> Target:
     import torch
     from pydantic import ValidationError
 
-    from harness.commands import vllm_overrides
+    from harness.commands import flags_given
     from harness.config import SAFE_NAME, VLLMConfig, format_validation_error
     from harness.models import resolve_source
     from harness.under_test import choose_backend
@@ -90,7 +90,7 @@ def target(args: argparse.Namespace) -> Target:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     choose_backend(args.generator)  # a missing vLLM is named before any work
     try:
-        vllm = VLLMConfig(**vllm_overrides(args))
+        vllm = VLLMConfig(**flags_given(args, VLLMConfig))
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, "vllm flags")) from None
     return Target(name, path, args.out or Path("evals") / name / args.benchmark, device, vllm)

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from harness.benchmarks import alpaca_eval
-from harness.commands import print_metrics
+from harness.commands import add_config_flags, print_metrics
 from harness.commands.eval import open_under_test, target
+from harness.config import AlpacaEvalConfig, SamplingConfig
 
 HELP = "AlpacaEval 2.0 through alpaca_eval: win rate and length-controlled win rate"
 
@@ -17,15 +18,10 @@ HELP = "AlpacaEval 2.0 through alpaca_eval: win rate and length-controlled win r
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-annotations", type=Path, metavar="FILE",
                    help="re-score an annotations.json (published ones included) without calling any judge")
-    p.add_argument("--annotator", default=alpaca_eval.OFFICIAL_ANNOTATOR,
-                   help="annotator config, or 'local' (in-process judge)")
+    add_config_flags(p, AlpacaEvalConfig, "evaluation.alpaca_eval", ["annotator", "limit"])
     p.add_argument("--judge", default=None,
                    help="the model behind --annotator local (default embedded:smollm2-135m)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="the N instructions alpaca_eval's max_instances keeps (in the protocol)")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--max-new-tokens", type=int, default=2048, help="answer length")
+    add_config_flags(p, SamplingConfig, "sampling", ["temperature", "top_p", "max_new_tokens"])
 
 
 def run(args: argparse.Namespace) -> int:

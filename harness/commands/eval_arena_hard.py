@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from harness.benchmarks import arena_hard
-from harness.commands import emit_json
+from harness.commands import add_config_flags, emit_json
 from harness.commands.eval import existing_files, run_judged
+from harness.config import ArenaHardConfig
 from harness.errors import ConfigError
 
 HELP = "Arena-Hard-Auto v0.1 (the SPPO paper's) or v2.0: a judge's verdicts against the baseline"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--version", choices=["v0.1", "v2.0"], default="v0.1",
-                   help="v0.1 (the SPPO paper's) or v2.0")
+    add_config_flags(p, ArenaHardConfig, "evaluation.arena_hard")
     p.add_argument("--from-judgments", type=Path, nargs="+", metavar="FILE",
                    help="re-score arena-hard-auto model_judgment files (2024 or 2025 rows; published "
                         "ones included); no judge called")
@@ -26,15 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "v2.0: pool these judges' judgments as the official show_result.py "
                         "--judge-names (battles concatenated, one fit and bootstrap; with "
                         "--style-control one style-controlled fit); the version names the judges")
-    p.add_argument("--style-control", action="store_true",
-                   help="control for answer length and markdown (reported as its own version)")
-    p.add_argument("--judge", default=None,
-                   help="a judge config (judge_configs/), a YAML path, or local[:<model>] (default: "
-                        "the version's official judge: v0.1 gpt-4-1106-preview, v2.0 gpt-4.1)")
     p.add_argument("--dry-run", action="store_true",
                    help="write the first-attempt judge requests and the cost estimate; call no judge")
-    p.add_argument("--limit", type=int, default=None, help="first N questions")
-    p.add_argument("--max-new-tokens", type=int, default=arena_hard.MAX_NEW_TOKENS, help="answer length")
 
 
 def run(args: argparse.Namespace) -> int:

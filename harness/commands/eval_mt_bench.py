@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from harness.benchmarks import mt_bench
-from harness.commands import emit_json
+from harness.commands import add_config_flags, emit_json
 from harness.commands.eval import existing_files, run_judged
+from harness.config import MTBenchConfig
 
 HELP = "MT-Bench as FastChat's llm_judge grades it: two turns, a judge's 1-10 ratings"
 
@@ -16,13 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-judgments", type=Path, nargs="+", metavar="FILE",
                    help="re-aggregate FastChat model_judgment/<judge>_single.jsonl files (published "
                         "ones included); no judge called")
-    p.add_argument("--judge", default=mt_bench.OFFICIAL_JUDGE,
-                   help="a judge config (judge_configs/), a YAML path, or local[:<model>]")
     p.add_argument("--dry-run", action="store_true",
                    help="write the judge requests and the cost estimate; call no judge")
-    p.add_argument("--limit", type=int, default=None, help="first N questions of each category")
-    p.add_argument("--max-new-tokens", type=int, default=mt_bench.MAX_NEW_TOKENS,
-                   help="answer length per turn (FastChat's)")
+    add_config_flags(p, MTBenchConfig, "evaluation.mt_bench")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import get_args
 
 from harness.commands import (
     HelpFormatter,
+    add_config_flags,
     add_environment_flags,
     add_generator_flags,
     apply_environment,
-    vllm_overrides,
+    flags_given,
 )
-from harness.config import TrainingConfig
+from harness.config import PreferencesConfig, TrainingConfig, VLLMConfig
+
+TRAINING_FLAGS = ["loss", "layout"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,21 +53,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accelerate-config", default=None, metavar="NAME|FILE",
                    help="accelerate config: a shipped one (zero3, fsdp) or your own file "
                         "(multi-node: num_machines, machine_rank, main_process_ip in it)")
-    p.add_argument("--loss", default=None,
-                   choices=get_args(TrainingConfig.model_fields["loss"].annotation),
-                   help="preference loss (default: the config's, sppo)")
+    add_config_flags(p, TrainingConfig, "training", TRAINING_FLAGS, unset=True)
     p.add_argument("--ranker", default=None,
                    help="ranker (default: the config's): pairrm, pairrm:<dir>, reward:<model>, "
                         "judge:<judge>, judge-single:<judge>, smollm-judge, smollm-pmi")
-    p.add_argument("--probabilities", default=None, choices=["scores", "pairwise"],
-                   help="win-probability estimator (default: the config's preferences.probabilities, "
-                        "scores): scores = σ(s_i − s_j) of the ranker's scores (official code); "
-                        "pairwise = the ranker's own pairwise comparisons, symmetrised (the paper's; "
-                        "pairrm and judge: rankers only)")
-    p.add_argument("--ties", default=None, choices=["first", "distinct"],
-                   help="tie rule for chosen/rejected (default: the config's preferences.ties, "
-                        "distinct): first = numpy argmax/argmin as upstream (all equal: chosen = "
-                        "rejected); distinct = the last lowest is rejected")
+    add_config_flags(p, PreferencesConfig, "preferences", unset=True)
     p.add_argument("--yes", action="store_true",
                    help="accept the estimated cost of a paid judge without asking")
     p.add_argument("--limit", type=int, default=None,
@@ -90,15 +82,13 @@ def run(args: argparse.Namespace) -> int:
         overrides["trainer"] = args.trainer
     if args.ranker:
         overrides["ranker"] = args.ranker
-    preferences = {k: v for k, v in (("probabilities", args.probabilities), ("ties", args.ties)) if v}
-    if preferences:
-        overrides["preferences"] = preferences
-    if args.loss:
-        overrides["training"] = {"loss": args.loss}
+    for section, model, names in (("preferences", PreferencesConfig, None),
+                                  ("training", TrainingConfig, TRAINING_FLAGS),
+                                  ("vllm", VLLMConfig, None)):
+        if given := flags_given(args, model, names):
+            overrides[section] = given
     if args.limit is not None:
         overrides["evaluation"] = {"alpaca_eval": {"limit": args.limit}}
-    if vllm_overrides(args):
-        overrides["vllm"] = vllm_overrides(args)
     config = load_config(args.base, args.profile, overrides)
     suffix = "" if args.profile == "full" else f"-{args.profile}"
     out = args.out or Path("runs") / f"{config.name}-sppo{suffix}"

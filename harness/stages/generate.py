@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from harness import sharded
-from harness.artifacts import append_jsonl, partial_path, read_partial_jsonl, write_jsonl
-from harness.faults import crash_point
+from harness.artifacts import partial_path, write_jsonl
+from harness.commits import Commits
 from harness.generate import Generation, Sampling
 from harness.prompts import Prompt
 from harness.under_test import choose_backend
@@ -34,17 +34,12 @@ def run_stage(run: SPPORun, t: int, prompts: list[Prompt]) -> dict[str, Any]:
         model = run.model(t - 1)
         generator, seed_rule = model.provenance(), model.seed_rule
         # batch by batch into a partial file: a crash loses one batch at most
-        partial = partial_path(run.dir.generations(t))
-        done = {r["prompt_id"]: Generation(r["responses"], r["num_tokens"], r["finished"])
-                for r in read_partial_jsonl(partial)}
-        resumed = len(done)
-
-        def commit(batch: list[tuple[Prompt, Generation]]) -> None:
-            append_jsonl(partial, (generation_row(p, g, generator, sampling, seed_rule)
-                                   for p, g in batch))
-            crash_point("generate/chunk")
-
-        outs = model.sample(prompts, sampling, done=done, on_batch=commit)
+        commits = Commits(run.dir.generations(t), "prompt_id", "generate/chunk", what="prompt")
+        resumed = commits.resumed
+        done = {k: Generation(r["responses"], r["num_tokens"], r["finished"])
+                for k, r in commits.rows.items()}
+        outs = model.sample(prompts, sampling, done=done, on_batch=lambda batch: commits.commit(
+            generation_row(p, g, generator, sampling, seed_rule) for p, g in batch))
     write_jsonl(run.dir.generations(t), (generation_row(p, g, generator, sampling, seed_rule)
                                           for p, g in zip(prompts, outs, strict=True)))
     partial_path(run.dir.generations(t)).unlink(missing_ok=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from harness import sharded
-from harness.artifacts import append_jsonl, partial_path, read_jsonl, read_partial_jsonl, write_jsonl
+from harness.artifacts import partial_path, read_jsonl, write_jsonl
+from harness.commits import Commits, in_chunks
 from harness.errors import DataError
-from harness.faults import crash_point
 from harness.rank import Ranker, score_pairwise
 
 if TYPE_CHECKING:
@@ -35,20 +35,13 @@ def run_stage(run: SPPORun, t: int) -> dict[str, Any]:
     else:  # fixed chunks of prompts into a partial file: a crash loses one chunk at most
         ranker = run.ranker()
         name = ranker.name
-        partial = partial_path(run.dir.scores(t))
         # (a row without the matrix this estimator needs is ranked again)
-        done = {r["prompt_id"]: r for r in read_partial_jsonl(partial)
-                if not run.pairwise() or "pairwise" in r}
-        resumed = len(done)
-        for start in range(0, len(rows), RANK_CHUNK):
-            chunk = rows[start:start + RANK_CHUNK]
-            if all(r["prompt_id"] in done for r in chunk):
-                continue
-            got = rank_chunk(run, ranker, chunk)
-            append_jsonl(partial, got)
-            done.update({r["prompt_id"]: r for r in got})
-            crash_point("rank/chunk")
-        ranked = [done[r["prompt_id"]] for r in rows]
+        commits = Commits(run.dir.scores(t), "prompt_id", "rank/chunk", what="ranked prompt",
+                          keep=lambda r: not run.pairwise() or "pairwise" in r)
+        resumed = commits.resumed
+        in_chunks(commits, rows, RANK_CHUNK, lambda r: r["prompt_id"],
+                  lambda chunk: rank_chunk(run, ranker, list(chunk)))
+        ranked = [commits.rows[r["prompt_id"]] for r in rows]
         details = dict(getattr(ranker, "details", {}))
     write_jsonl(run.dir.scores(t), ({**r, "ranker": name} for r in ranked))
     partial_path(run.dir.scores(t)).unlink(missing_ok=True)

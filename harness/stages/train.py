@@ -3,12 +3,11 @@ process or in N through accelerate; the checkpoint is committed atomically."""
 
 from __future__ import annotations
 
-import shutil
 from typing import TYPE_CHECKING, Any
 
 from harness.artifacts import atomic_dir, read_jsonl
 from harness.probabilities import check_preferences
-from trainers import TrainRequest, get_trainer, launch
+from trainers import TrainRequest, discard_state, get_trainer, launch
 
 if TYPE_CHECKING:
     from harness.pipeline import SPPORun
@@ -42,9 +41,7 @@ def run_stage(run: SPPORun, t: int) -> dict[str, Any]:
                                 run.opts.accelerate_config)
         else:
             result = trainer.train(request)
-    state = run.dir.train_state(t)  # the checkpoint is committed: the resumable state is spent
-    for d in (state, state.with_name(state.name + ".next")):
-        shutil.rmtree(d, ignore_errors=True)
+    discard_state(trainer, run.dir.train_state(t))  # the checkpoint is committed
     info = result.as_dict()
     info["train_seconds"] = round(info.pop("seconds"), 2)
     info["trainer"] = trainer.name
