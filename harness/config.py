@@ -147,67 +147,38 @@ class DecodingOverride(_Strict):
     max_new_tokens: int | None = Field(None, ge=1)
 
 
-class AlpacaEvalConfig(_Strict):
-    annotator: str = Field(
-        "weighted_alpaca_eval_gpt4_turbo",
-        description="an alpaca_eval annotator config name (official: weighted_alpaca_eval_gpt4_turbo) "
-                    "or 'local' (the embedded model as judge, same prompt and parser)",
-    )
-    limit: int | None = Field(None, ge=1, description="the first N instructions (alpaca_eval's "
-                                                  "max_instances; smoke runs; in the protocol)")
-    decoding: DecodingOverride = DecodingOverride()
-    best_of: int = Field(1, ge=1, description="sample N answers per instruction and submit the one the "
-                                              "run's ranker scores highest (the paper's best-of-16 with "
-                                              "PairRM); its own protocol, never an official column")
+class Section(_Strict):
+    """A benchmark's settings, ``evaluation.<benchmark>`` in a run config: declared by the
+    benchmark's own module (its ``Benchmark.config``), strict and frozen like every section."""
 
 
-class MTBenchConfig(_Strict):
-    judge: str = Field("gpt-4", description="a judge config in judge_configs/, a YAML path, or "
-                                            "local[:<model>] (official: gpt-4)")
-    limit: int | None = Field(None, ge=1, description="first N questions of each category (smoke runs)")
-    max_new_tokens: int = Field(1024, ge=1, description="answer length per turn (FastChat: 1024)")
+class EvaluationConfig(BaseModel):
+    """``benchmarks`` to run; every other key is one benchmark's settings, validated by the model
+    that benchmark registers (:func:`harness.benchmarks.settings`) before a run does any work."""
 
-
-class ArenaHardConfig(_Strict):
-    version: Literal["v0.1", "v2.0"] = Field("v0.1", description="v0.1 (the SPPO paper's) or v2.0")
-    judge: str | None = Field(None, description="a judge config in judge_configs/, a YAML path, or "
-                                                "local[:<model>] (default: the version's official "
-                                                "judge: v0.1 gpt-4-1106-preview, v2.0 gpt-4.1)")
-    limit: int | None = Field(None, ge=1, description="first N questions (smoke runs)")
-    max_new_tokens: int = Field(4096, ge=1, description="answer length")
-    style_control: bool = Field(False, description="control for answer length and markdown (reported "
-                                                   "as its own version)")
-
-
-OpenLLMTask = Literal["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k",
-                      "ifeval", "bbh", "math_lvl5", "gpqa", "musr", "mmlu_pro"]
-
-
-class OpenLLMConfig(_Strict):
-    version: Literal["v1", "v2"] = "v1"
-    tasks: list[OpenLLMTask] | None = Field(None, description="tasks of the version (default: all six)")
-    limit: int | dict[OpenLLMTask | Literal["*"], int] | None = Field(
-        None, description="first N examples of each (sub)task (smoke runs); or N per task, '*' "
-        "for the others, e.g. {'*': 3, mmlu: 2}: 2 examples of each of MMLU's 57 subjects")
-    batch_size: int = Field(8, ge=1)
-    apply_chat_template: bool = False
-
-    @model_validator(mode="after")
-    def _limits(self) -> OpenLLMConfig:  # (the tasks of the version: the benchmark's preflight)
-        limits = self.limit.values() if isinstance(self.limit, dict) else [self.limit]
-        if any(n is not None and n < 1 for n in limits):
-            raise ValueError(f"limit: every limit must be at least 1 (got {self.limit})")
-        return self
-
-
-class EvaluationConfig(_Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
     benchmarks: list[str] = Field(["win_rate_vs_base"], description=(
         "registered benchmarks to run on every checkpoint (harness.benchmarks; plug-ins too), "
         "checked before a run starts"))
-    alpaca_eval: AlpacaEvalConfig = AlpacaEvalConfig()
-    mt_bench: MTBenchConfig = MTBenchConfig()
-    arena_hard: ArenaHardConfig = ArenaHardConfig()
-    open_llm: OpenLLMConfig = OpenLLMConfig()
+
+    @model_validator(mode="after")
+    def _sections_are_mappings(self) -> EvaluationConfig:
+        for name, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(f"{name}: expected a mapping of that benchmark's settings")
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The raw ``evaluation.<name>`` mapping ({} where the config has none)."""
+        return dict((self.model_extra or {}).get(name) or {})
+
+
+def validate_section(model: type[BaseModel], raw: dict[str, Any], where: str) -> Any:
+    """``raw`` validated by ``model``; a bad key or value is a ConfigError naming ``where.<key>``."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, where)) from None
 
 
 class RunConfig(_Strict):

@@ -86,7 +86,7 @@ class SPPORun:
 
     # setup ------------------------------------------------------------------------------
     def _open(self) -> None:
-        snapshot = self.config.model_dump(mode="json")
+        snapshot = benchmarks.config_snapshot(self.config)
         if self.dir.meta_path.exists():
             if not self.opts.resume:
                 raise RunStateError(

@@ -1,7 +1,7 @@
 """A benchmark that is not built in, registered from ``SPPO_PLUGINS=plugin_benchmark``: how many
-words the checkpoint writes, greedy, on three fixed instructions. It touches no harness file, yet
-runs as a stage of ``harness run`` and as ``harness eval answer_words``, and its numbers reach the
-leaderboard and the gate."""
+words the checkpoint writes, greedy, on (up to) three fixed instructions. It touches no harness
+file, yet runs as a stage of ``harness run`` with its own settings (``evaluation.answer_words``)
+and as ``harness eval answer_words``, and its numbers reach the leaderboard and the gate."""
 
 from __future__ import annotations
 
@@ -10,16 +10,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from harness.artifacts import write_json
-from harness.benchmarks import Benchmark, Metric, StageContext, register
+from harness.benchmarks import Benchmark, Metric, StageContext, register, settings
+from harness.config import Section
 from harness.prompts import Prompt
 
 NAME = "answer_words"
 INSTRUCTIONS = ("Name a colour.", "Say hello.", "Count to three.")
 
 
-def evaluate(model: Any, sampling: Any, out: Path, provenance: dict[str, Any]) -> dict[str, Any]:
-    prompts = [Prompt(f"{NAME}-{i}", x) for i, x in enumerate(INSTRUCTIONS)]
+class AnswerWordsConfig(Section):
+    """``evaluation.answer_words``."""
+
+    instructions: int = Field(len(INSTRUCTIONS), ge=2, le=len(INSTRUCTIONS),
+                              description="how many of the fixed instructions to answer")
+
+
+def evaluate(model: Any, sampling: Any, out: Path, provenance: dict[str, Any],
+             instructions: int = len(INSTRUCTIONS)) -> dict[str, Any]:
+    prompts = [Prompt(f"{NAME}-{i}", x) for i, x in enumerate(INSTRUCTIONS[:instructions])]
     answers = [g.responses[0] for g in model.sample(prompts, replace(sampling, temperature=0.0,
                                                                       do_sample=False))]
     words = [len(a.split()) for a in answers]
@@ -33,7 +44,8 @@ def evaluate(model: Any, sampling: Any, out: Path, provenance: dict[str, Any]) -
 
 
 def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
-    result = evaluate(ctx.model(t), ctx.sampling(), ctx.eval_dir(t, NAME), ctx.provenance(t))
+    result = evaluate(ctx.model(t), ctx.sampling(), ctx.eval_dir(t, NAME), ctx.provenance(t),
+                      settings(ctx.config, NAME).instructions)
     return {"mean_words": result["metrics"]["mean_words"]}
 
 
@@ -62,4 +74,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 register(Benchmark(NAME, "Answer words", (Metric("mean_words", "mean_words_se", "answer words (mean)"),),
-                   stage=run_stage, cli=__name__))
+                   stage=run_stage, cli=__name__, config=AnswerWordsConfig))

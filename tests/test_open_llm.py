@@ -222,13 +222,13 @@ def test_v2_normalisation_against_hand_computed_values() -> None:
 
 
 def test_v2_tasks_are_checked_per_version(tmp_path: Path) -> None:
-    from harness.config import OpenLLMConfig
+    from harness.config import EvaluationConfig
     from harness.errors import ConfigError
 
     assert [t.name for t in open_llm.selected_tasks(["musr", "bbh"], "v2")] == ["bbh", "musr"]
     # checked before a run starts, by the benchmark's preflight
-    config = SimpleNamespace(evaluation=SimpleNamespace(
-        open_llm=OpenLLMConfig(version="v2", tasks=["arc_challenge"])))
+    config = SimpleNamespace(evaluation=EvaluationConfig(
+        open_llm={"version": "v2", "tasks": ["arc_challenge"]}))
     with pytest.raises(ConfigError, match=r"unknown Open LLM v2 task\(s\) \['arc_challenge'\]"):
         open_llm.BENCHMARK.preflight(config)
     with pytest.raises(ConfigError, match="version 'v3' is not known"):

@@ -165,6 +165,15 @@ def test_existing_run_without_resume_and_changed_config_are_refused(
     changed.write_text(yaml.safe_dump(cfg))
     with pytest.raises(RunStateError, match=r"training.learning_rate: 0.001 -> 0.5"):
         _run(changed, finished_run, resume=True)
+    # a benchmark's settings are stored in full (defaults too), so changing one is seen as well
+    stored = json.loads((finished_run / "run.json").read_text())["config"]["evaluation"]
+    assert stored["mt_bench"] == {"judge": "gpt-4", "limit": None, "max_new_tokens": 1024}
+    assert {"alpaca_eval", "arena_hard", "open_llm"} <= set(stored)
+    cfg = yaml.safe_load(tiny_config.read_text())
+    cfg["evaluation"] = {"mt_bench": {"max_new_tokens": 8}}  # (mt_bench does not even run here)
+    changed.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(RunStateError, match=r"evaluation.mt_bench.max_new_tokens: 1024 -> 8"):
+        _run(changed, finished_run, resume=True)
 
 
 def test_live_lock_is_refused_and_a_dead_process_lock_taken_over(tmp_path: Path) -> None:

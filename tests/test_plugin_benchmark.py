@@ -11,6 +11,7 @@ import pytest
 import yaml
 from conftest import tiny_plugin_env, tiny_run_config
 
+from harness import benchmarks as bench_registry
 from harness import gate, leaderboard
 from harness.artifacts import read_json
 from harness.benchmarks import registry
@@ -27,7 +28,8 @@ def plugin_run(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     cfg = tiny_run_config(tiny_model_dir, sampling={"k": 2, "seeds": [0, 1]},
                           prompts={"iterations": ["embedded"], "per_iteration": 4, "heldout_size": 2},
-                          evaluation={"benchmarks": ["win_rate_vs_base", "answer_words"]})
+                          evaluation={"benchmarks": ["win_rate_vs_base", "answer_words"],
+                                      "answer_words": {"instructions": 2}})  # its own settings
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
@@ -43,7 +45,7 @@ def test_a_plugin_benchmark_runs_and_is_tabulated_and_gated(plugin_run: Path, tm
     for t in (0, 1):
         assert meta["stages"][f"iter-{t}/eval/answer_words"]["state"] == "done"
         result = read_json(plugin_run / f"iter-{t}" / "eval" / "answer_words" / "results.json")
-        assert result["provenance"]["iteration"] == t and len(result["metrics"]["answers"]) == 3
+        assert result["provenance"]["iteration"] == t and len(result["metrics"]["answers"]) == 2
     table = leaderboard.build([plugin_run])
     (col,) = [c for c in table.columns if c[0] == "answer_words"]
     values = {r.iteration: table.cells[r, col].value for r in table.rows if (r, col) in table.cells}
@@ -88,3 +90,58 @@ def test_an_unknown_benchmark_is_refused_before_any_work(tmp_path: Path, tiny_mo
                  "--no-progress"]) == 2
     assert "evaluation.benchmarks: unknown benchmark(s) ['no_such_bench']" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_plugin_benchmarks_settings_are_its_own(tmp_path: Path, tiny_model_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """Its config model checks ``evaluation.answer_words`` before any work, and a run stores it
+    in full; without the plug-in loaded the section is an unknown key."""
+    cfg = tiny_run_config(tiny_model_dir, evaluation={"benchmarks": ["answer_words"],
+                                                      "answer_words": {"instructions": 9}})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    argv = ["run", "--base", str(path), "--iters", "1", "--out", str(tmp_path / "run"), "--no-progress"]
+    monkeypatch.setenv("SPPO_PLUGINS", "plugin_benchmark")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    assert main(argv) == 2
+    assert "evaluation.answer_words: instructions: Input should be less than or equal to 3" in \
+        capsys.readouterr().err
+    monkeypatch.delenv("SPPO_PLUGINS")
+    registry_without_plugin = {k: v for k, v in bench_registry._REGISTRY.items() if k != "answer_words"}
+    monkeypatch.setattr(bench_registry, "_REGISTRY", registry_without_plugin)
+    cfg["evaluation"]["benchmarks"] = []
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(argv) == 2
+    assert "evaluation.answer_words: unknown key: no registered benchmark of that name has settings" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_documented_plugin_example_runs(tmp_path: Path, tiny_model_dir: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/benchmarks/README.md's example, executed as written: it registers a benchmark with
+    settings, and its stage answers the configured number of instructions with the model."""
+    from types import SimpleNamespace
+
+    from harness.config import EvaluationConfig
+    from harness.generate import Sampling
+    from harness.models import load_model, load_tokenizer
+    from harness.under_test.hf import TransformersModel
+
+    doc = (HARNESS.parent / "docs" / "benchmarks" / "README.md").read_text()
+    code = doc.split("## Adding a benchmark", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setattr(bench_registry, "_REGISTRY", {k: v for k, v in bench_registry._REGISTRY.items()
+                                                      if k != "answer_words"})
+    exec(compile(code, "docs/benchmarks/README.md", "exec"), {"__name__": "doc_example"})
+    bench = registry()["answer_words"]
+    assert bench.config is not None and bench.config().instructions == 3
+    model = TransformersModel(load_model(str(tiny_model_dir), "float32"), load_tokenizer(str(tiny_model_dir)),
+                              progress=False)
+    config = SimpleNamespace(evaluation=EvaluationConfig(answer_words={"instructions": 2}))
+    ctx = SimpleNamespace(config=config, model=lambda t: model, sampling=lambda: Sampling((0,), 1.0, 1.0, 4),
+                          eval_dir=lambda t, name: tmp_path / name, provenance=lambda t: {"iteration": t})
+    assert bench.stage(ctx, 0)["mean_words"] >= 0
+    result = read_json(tmp_path / "answer_words" / "results.json")
+    assert result["provenance"] == {"iteration": 0, "n_examples": 2}
+    assert result["metrics"]["mean_words_se"] is not None

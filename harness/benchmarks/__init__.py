@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
+from harness.config import validate_section
 from harness.errors import ConfigError
 
 # The built-in benchmarks' modules, imported when the registry is first read; their order is the
@@ -82,6 +85,8 @@ class Benchmark:
     refit: Callable[[list[Path], list[Any]], list[Any]] | None = None
     # ``harness eval <name>``: a module with HELP, add_arguments(parser) and run(args) -> int
     cli: str | None = None
+    # its settings, ``evaluation.<name>`` in a run config (a harness.config.Section)
+    config: type[BaseModel] | None = None
 
     def label(self, metric: str) -> str:
         return next((m.label for m in self.metrics if m.name == metric), f"{self.name} {metric}")
@@ -121,3 +126,32 @@ def runnable(names: list[str]) -> list[Benchmark]:
         raise ConfigError(f"evaluation.benchmarks: unknown benchmark(s) {unknown}; choose from "
                           f"{list(known)}")
     return [b for b in known.values() if b.name in names and b.stage is not None]
+
+
+def settings(config: Any, name: str) -> Any:
+    """Benchmark ``name``'s settings in the run config ``config``: ``evaluation.<name>`` validated
+    by the model the benchmark registers (its defaults where the config says nothing)."""
+    b = get(name)
+    if b is None or b.config is None:
+        raise ConfigError(f"evaluation.{name}: no registered benchmark {name!r} has settings")
+    return validate_section(b.config, config.evaluation.section(name), f"evaluation.{name}")
+
+
+def check_settings(config: Any) -> None:
+    """Every ``evaluation.<name>`` section of ``config`` belongs to a registered benchmark with
+    settings and is valid (whether or not ``evaluation.benchmarks`` runs it)."""
+    with_settings = [n for n, b in registry().items() if b.config is not None]
+    for name in config.evaluation.model_extra or {}:
+        if name not in with_settings:
+            raise ConfigError(f"evaluation.{name}: unknown key: no registered benchmark of that name "
+                              f"has settings (those that do: {', '.join(with_settings)})")
+        settings(config, name)
+
+
+def config_snapshot(config: Any) -> dict[str, Any]:
+    """``config`` as a run stores it (``run.json``): every registered benchmark's settings in
+    full, defaults included, so a resumed run compares like with like."""
+    snapshot = config.model_dump(mode="json")
+    snapshot["evaluation"] = {"benchmarks": list(config.evaluation.benchmarks), **{
+        n: settings(config, n).model_dump(mode="json") for n, b in registry().items() if b.config}}
+    return snapshot

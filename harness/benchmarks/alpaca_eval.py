@@ -36,11 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import Field
 
 from harness import datafiles
 from harness.artifacts import partial_path, read_jsonl, write_json, write_jsonl, write_text_atomic
-from harness.benchmarks import Benchmark, Metric, StageContext, register
+from harness.benchmarks import Benchmark, Metric, StageContext, register, settings
 from harness.benchmarks.answers import answer_in_chunks
+from harness.config import DecodingOverride, Section
 from harness.errors import ConfigError, DataError
 from harness.faults import crash_point
 from harness.judges.base import Decoding, JudgeRequest
@@ -55,6 +57,22 @@ LC_FILES = ("alpaca_eval/instruction_difficulty.csv", "alpaca_eval/df_gamed.csv"
 HUB_REPO = "tatsu-lab/alpaca_eval"
 ANNOTATION_CHUNK = 128  # alpaca_eval's default: annotated, then its cache saved, together
 LEADERBOARD = "alpaca_eval/leaderboard.csv"  # the published AlpacaEval 2.0 board of OFFICIAL_ANNOTATOR
+
+
+class AlpacaEvalConfig(Section):
+    """``evaluation.alpaca_eval``."""
+
+    annotator: str = Field(
+        OFFICIAL_ANNOTATOR,
+        description="an alpaca_eval annotator config name (official: weighted_alpaca_eval_gpt4_turbo) "
+                    "or 'local' (the embedded model as judge, same prompt and parser)",
+    )
+    limit: int | None = Field(None, ge=1, description="the first N instructions (alpaca_eval's "
+                                                  "max_instances; smoke runs; in the protocol)")
+    decoding: DecodingOverride = DecodingOverride()
+    best_of: int = Field(1, ge=1, description="sample N answers per instruction and submit the one the "
+                                              "run's ranker scores highest (the paper's best-of-16 with "
+                                              "PairRM); its own protocol, never an official column")
 POSITION_KEY = "published_leaderboard_position"
 SORT_BY = "length_controlled_winrate"  # alpaca_eval main.evaluate's sort_by for AlpacaEval 2.0
 NEIGHBOURS = 3  # published rows shown above and below the model
@@ -587,7 +605,7 @@ def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
     config's override), one answer per instruction or the ranker's pick of ``best_of``."""
     from harness.prompts import Prompt
 
-    cfg = ctx.config.evaluation.alpaca_eval
+    cfg: AlpacaEvalConfig = settings(ctx.config, NAME)
     sampling = ctx.sampling(cfg.decoding)
     provenance = ctx.provenance(t)
     seed_rule = ctx.model(t).seed_rule
@@ -645,5 +663,5 @@ BENCHMARK = register(Benchmark(
     published_metrics={("alpaca_eval_2.0", "lc_win_rate"): "length_controlled_winrate",
                        ("alpaca_eval_2.0", "win_rate"): "win_rate"},
     published_protocol=_published_protocol,
-    preflight=lambda config: check_annotator(config.evaluation.alpaca_eval.annotator),
-    stage=run_stage, cli="harness.commands.eval_alpaca_eval"))
+    preflight=lambda config: check_annotator(settings(config, NAME).annotator),
+    stage=run_stage, config=AlpacaEvalConfig, cli="harness.commands.eval_alpaca_eval"))

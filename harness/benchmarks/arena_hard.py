@@ -42,20 +42,36 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import Field
 
 from harness import datafiles, openai_tokens
 from harness.artifacts import partial_path, read_jsonl, write_json, write_jsonl
-from harness.benchmarks import Benchmark, Metric, StageContext, register
+from harness.benchmarks import Benchmark, Metric, StageContext, register, settings
 from harness.benchmarks import arena_hard_scoring as scoring
 from harness.benchmarks.answers import Chat, answer_in_chunks
+from harness.config import Section
 from harness.errors import ConfigError, DataError
 from harness.judges.base import Decoding, JudgeRequest
 
 NAME = "arena_hard"
 MAX_NEW_TOKENS = 4096
+
+
+class ArenaHardConfig(Section):
+    """``evaluation.arena_hard``."""
+
+    version: Literal["v0.1", "v2.0"] = Field("v0.1", description="v0.1 (the SPPO paper's) or v2.0")
+    judge: str | None = Field(None, description="a judge config in judge_configs/, a YAML path, or "
+                                                "local[:<model>] (default: the version's official "
+                                                "judge: v0.1 gpt-4-1106-preview, v2.0 gpt-4.1)")
+    limit: int | None = Field(None, ge=1, description="first N questions (smoke runs)")
+    max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=1, description="answer length")
+    style_control: bool = Field(False, description="control for answer length and markdown (reported "
+                                                   "as its own version)")
+
 # the official follow-up when a judgment has no verdict label (v0.1 gen_judgment.py)
 CONTINUE = "continue your judgment and finish by outputting a final verdict label"
 
@@ -707,7 +723,7 @@ def pool_style_control(runs: list[Path], cells: list[Any]) -> list[Any]:
 def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
     """Arena-Hard of iteration ``t``'s checkpoint: it answers, the version's judge (or the
     configured one) plays both games against the baseline."""
-    cfg = ctx.config.evaluation.arena_hard
+    cfg: ArenaHardConfig = settings(ctx.config, NAME)
     result = evaluate(ctx.model_name(t), ctx.chat(t), ctx.eval_dir(t, NAME), bench_version=cfg.version,
                       judge=cfg.judge, limit=cfg.limit, max_new_tokens=cfg.max_new_tokens,
                       style_control=cfg.style_control, yes=ctx.yes, device=ctx.device,
@@ -719,7 +735,8 @@ def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
 def _preflight(config: Any) -> None:
     from harness.judges import check_judge
 
-    check_judge(config.evaluation.arena_hard.judge or version(config.evaluation.arena_hard.version).judge)
+    cfg: ArenaHardConfig = settings(config, NAME)
+    check_judge(cfg.judge or version(cfg.version).judge)
 
 
 BENCHMARK = register(Benchmark(
@@ -730,4 +747,5 @@ BENCHMARK = register(Benchmark(
     published_protocol=lambda row: (VERSIONS["v0.1"].bench, {
         "judge": f"openai:{VERSIONS['v0.1'].judge}", "baseline": VERSIONS["v0.1"].baseline,
         "n_examples": 500, "limit": None, "profile": "full"}),
-    preflight=_preflight, stage=run_stage, refit=pool_style_control, cli="harness.commands.eval_arena_hard"))
+    preflight=_preflight, stage=run_stage, refit=pool_style_control, cli="harness.commands.eval_arena_hard",
+    config=ArenaHardConfig))

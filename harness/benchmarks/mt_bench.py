@@ -31,10 +31,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from harness import datafiles
 from harness.artifacts import partial_path, read_jsonl, write_json, write_jsonl
-from harness.benchmarks import Benchmark, Metric, StageContext, register
+from harness.benchmarks import Benchmark, Metric, StageContext, register, settings
 from harness.benchmarks.answers import Chat, answer_in_chunks
+from harness.config import Section
 from harness.errors import DataError
 from harness.judges.base import Decoding, JudgeRequest
 
@@ -50,6 +53,17 @@ TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, 
                "reasoning": 0.0, "stem": 0.1, "humanities": 0.1}
 MAX_NEW_TOKENS = 1024
 OFFICIAL_JUDGE = "gpt-4"
+
+
+class MTBenchConfig(Section):
+    """``evaluation.mt_bench``."""
+
+    judge: str = Field(OFFICIAL_JUDGE, description="a judge config in judge_configs/, a YAML path, or "
+                                                   "local[:<model>] (official: gpt-4)")
+    limit: int | None = Field(None, ge=1, description="first N questions of each category (smoke runs)")
+    max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=1,
+                                description="answer length per turn (FastChat: 1024)")
+
 _RATING = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"\[(\d+\.?\d*)\]"))
 
 
@@ -285,7 +299,7 @@ def evaluate(model_name: str, chat: Chat, out_dir: Path, judge: str = OFFICIAL_J
 # in a run, and in the registry -----------------------------------------------------------------
 def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
     """MT-Bench of iteration ``t``'s checkpoint: it answers, the configured judge grades."""
-    cfg = ctx.config.evaluation.mt_bench
+    cfg: MTBenchConfig = settings(ctx.config, NAME)
     result = evaluate(ctx.model_name(t), ctx.chat(t), ctx.eval_dir(t, NAME), judge=cfg.judge,
                       limit=cfg.limit, max_new_tokens=cfg.max_new_tokens, yes=ctx.yes,
                       device=ctx.device, provenance=ctx.provenance(t))
@@ -296,7 +310,7 @@ def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
 def _preflight(config: Any) -> None:
     from harness.judges import check_judge
 
-    check_judge(config.evaluation.mt_bench.judge)
+    check_judge(settings(config, NAME).judge)
 
 
 BENCHMARK = register(Benchmark(
@@ -309,4 +323,4 @@ BENCHMARK = register(Benchmark(
                        ("mt_bench", "mt_bench_turn2"): "turn_2"},
     published_protocol=lambda row: (VERSION, {"judge": f"openai:{OFFICIAL_JUDGE}", "n_examples": 80,
                                               "limit": None, "profile": "full"}),
-    preflight=_preflight, stage=run_stage, cli="harness.commands.eval_mt_bench"))
+    preflight=_preflight, stage=run_stage, cli="harness.commands.eval_mt_bench", config=MTBenchConfig))

@@ -36,13 +36,15 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
+from pydantic import Field, model_validator
 
 from harness.artifacts import write_json
-from harness.benchmarks import Benchmark, Metric, StageContext, register
+from harness.benchmarks import Benchmark, Metric, StageContext, register, settings
 from harness.commits import Commits
+from harness.config import Section
 from harness.errors import ConfigError, DataError, DataUnavailable
 
 if TYPE_CHECKING:
@@ -54,6 +56,29 @@ NAME_V2 = "open_llm_v2"  # its own benchmark in tables: v2 numbers never share a
 # sequences, MMLU as the mean of its 57 subjects. Numbers made before these carry "v1": another
 # column.
 VERSION = "v1-leaderboard"
+
+OpenLLMTask = Literal["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k",
+                      "ifeval", "bbh", "math_lvl5", "gpqa", "musr", "mmlu_pro"]
+
+
+class OpenLLMConfig(Section):
+    """``evaluation.open_llm`` (the tasks of the version are checked by the preflight)."""
+
+    version: Literal["v1", "v2"] = "v1"
+    tasks: list[OpenLLMTask] | None = Field(None, description="tasks of the version (default: all six)")
+    limit: int | dict[OpenLLMTask | Literal["*"], int] | None = Field(
+        None, description="first N examples of each (sub)task (smoke runs); or N per task, '*' "
+        "for the others, e.g. {'*': 3, mmlu: 2}: 2 examples of each of MMLU's 57 subjects")
+    batch_size: int = Field(8, ge=1)
+    apply_chat_template: bool = False
+
+    @model_validator(mode="after")
+    def _limits(self) -> OpenLLMConfig:
+        limits = self.limit.values() if isinstance(self.limit, dict) else [self.limit]
+        if any(n is not None and n < 1 for n in limits):
+            raise ValueError(f"limit: every limit must be at least 1 (got {self.limit})")
+        return self
+
 # simple_evaluate's defaults, which the leaderboard ran with (whatever the run's --seed)
 LM_EVAL_SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234,
                  "fewshot_random_seed": 1234}
@@ -479,7 +504,7 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, in
 # in a run, and in the registry -----------------------------------------------------------------
 def run_stage(ctx: StageContext, t: int) -> dict[str, Any]:
     """The Open LLM Leaderboard (v1 or v2) on iteration ``t``'s checkpoint, handed to lm-eval."""
-    cfg = ctx.config.evaluation.open_llm
+    cfg: OpenLLMConfig = settings(ctx.config, NAME)
     result = evaluate(ctx.model(t), ctx.eval_dir(t, NAME if cfg.version == "v1" else NAME_V2),
                       limit=cfg.limit, tasks=cfg.tasks, batch_size=cfg.batch_size, version=cfg.version,
                       apply_chat_template=cfg.apply_chat_template, provenance=ctx.provenance(t))
@@ -503,8 +528,8 @@ BENCHMARK = register(Benchmark(
      Metric("winogrande", "winogrande_stderr", "Winogrande 5-shot (%)"),
      Metric("gsm8k", "gsm8k_stderr", "GSM8K 5-shot (%)")),
     note=_note, stage=run_stage, cli="harness.commands.eval_open_llm",
-    preflight=lambda config: selected_tasks(config.evaluation.open_llm.tasks,
-                                            config.evaluation.open_llm.version)))
+    preflight=lambda config: selected_tasks(settings(config, NAME).tasks, settings(config, NAME).version),
+    config=OpenLLMConfig))
 register(Benchmark(  # v2 numbers are their own benchmark: never in a column with v1's
     NAME_V2, "Open LLM v2",
     (Metric("average", None, "Open LLM v2 avg (normalised)"), Metric("ifeval", None, "IFEval (strict, %)"),

@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.benchmarks import alpaca_eval
 from harness.commands import add_config_flags, print_metrics
 from harness.commands.eval import open_under_test, target
-from harness.config import AlpacaEvalConfig, SamplingConfig
+from harness.config import SamplingConfig
 
 HELP = "AlpacaEval 2.0 through alpaca_eval: win rate and length-controlled win rate"
 
@@ -18,7 +18,7 @@ HELP = "AlpacaEval 2.0 through alpaca_eval: win rate and length-controlled win r
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-annotations", type=Path, metavar="FILE",
                    help="re-score an annotations.json (published ones included) without calling any judge")
-    add_config_flags(p, AlpacaEvalConfig, "evaluation.alpaca_eval", ["annotator", "limit"])
+    add_config_flags(p, alpaca_eval.AlpacaEvalConfig, "evaluation.alpaca_eval", ["annotator", "limit"])
     p.add_argument("--judge", default=None,
                    help="the model behind --annotator local (default embedded:smollm2-135m)")
     add_config_flags(p, SamplingConfig, "sampling", ["temperature", "top_p", "max_new_tokens"])

@@ -10,14 +10,13 @@ from typing import Any
 from harness.benchmarks import arena_hard
 from harness.commands import add_config_flags, emit_json
 from harness.commands.eval import existing_files, run_judged
-from harness.config import ArenaHardConfig
 from harness.errors import ConfigError
 
 HELP = "Arena-Hard-Auto v0.1 (the SPPO paper's) or v2.0: a judge's verdicts against the baseline"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_flags(p, ArenaHardConfig, "evaluation.arena_hard")
+    add_config_flags(p, arena_hard.ArenaHardConfig, "evaluation.arena_hard")
     p.add_argument("--from-judgments", type=Path, nargs="+", metavar="FILE",
                    help="re-score arena-hard-auto model_judgment files (2024 or 2025 rows; published "
                         "ones included); no judge called")

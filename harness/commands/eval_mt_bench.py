@@ -8,7 +8,6 @@ from pathlib import Path
 from harness.benchmarks import mt_bench
 from harness.commands import add_config_flags, emit_json
 from harness.commands.eval import existing_files, run_judged
-from harness.config import MTBenchConfig
 
 HELP = "MT-Bench as FastChat's llm_judge grades it: two turns, a judge's 1-10 ratings"
 
@@ -19,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "ones included); no judge called")
     p.add_argument("--dry-run", action="store_true",
                    help="write the judge requests and the cost estimate; call no judge")
-    add_config_flags(p, MTBenchConfig, "evaluation.mt_bench")
+    add_config_flags(p, mt_bench.MTBenchConfig, "evaluation.mt_bench")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ def check(run: SPPORun) -> None:
                 f"per_device_batch_size × --num-processes ({tc.per_device_batch_size} × {n})")
         distributed.accelerate_config(opts.accelerate_config, opts.device)
     check_ranker(config.ranker, pairwise=run.pairwise())
+    benchmarks.check_settings(config)
     for b in benchmarks.runnable(config.evaluation.benchmarks):
         if b.preflight is not None:
             b.preflight(config)
