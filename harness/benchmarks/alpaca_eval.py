@@ -57,6 +57,11 @@ LC_FILES = ("alpaca_eval/instruction_difficulty.csv", "alpaca_eval/df_gamed.csv"
 HUB_REPO = "tatsu-lab/alpaca_eval"
 ANNOTATION_CHUNK = 128  # alpaca_eval's default: annotated, then its cache saved, together
 LEADERBOARD = "alpaca_eval/leaderboard.csv"  # the published AlpacaEval 2.0 board of OFFICIAL_ANNOTATOR
+POSITION_KEY = "published_leaderboard_position"
+SORT_BY = "length_controlled_winrate"  # alpaca_eval main.evaluate's sort_by for AlpacaEval 2.0
+NEIGHBOURS = 3  # published rows shown above and below the model
+METRIC_KEYS = ("win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
+               "discrete_win_rate", "avg_length", "length_controlled_winrate", "lc_standard_error")
 
 
 class AlpacaEvalConfig(Section):
@@ -73,11 +78,6 @@ class AlpacaEvalConfig(Section):
     best_of: int = Field(1, ge=1, description="sample N answers per instruction and submit the one the "
                                               "run's ranker scores highest (the paper's best-of-16 with "
                                               "PairRM); its own protocol, never an official column")
-POSITION_KEY = "published_leaderboard_position"
-SORT_BY = "length_controlled_winrate"  # alpaca_eval main.evaluate's sort_by for AlpacaEval 2.0
-NEIGHBOURS = 3  # published rows shown above and below the model
-METRIC_KEYS = ("win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
-               "discrete_win_rate", "avg_length", "length_controlled_winrate", "lc_standard_error")
 
 
 def _alpaca_eval():

@@ -58,6 +58,8 @@ from harness.judges.base import Decoding, JudgeRequest
 
 NAME = "arena_hard"
 MAX_NEW_TOKENS = 4096
+# the official follow-up when a judgment has no verdict label (v0.1 gen_judgment.py)
+CONTINUE = "continue your judgment and finish by outputting a final verdict label"
 
 
 class ArenaHardConfig(Section):
@@ -71,9 +73,6 @@ class ArenaHardConfig(Section):
     max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=1, description="answer length")
     style_control: bool = Field(False, description="control for answer length and markdown (reported "
                                                    "as its own version)")
-
-# the official follow-up when a judgment has no verdict label (v0.1 gen_judgment.py)
-CONTINUE = "continue your judgment and finish by outputting a final verdict label"
 
 
 @dataclass(frozen=True)

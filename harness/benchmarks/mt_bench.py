@@ -53,6 +53,7 @@ TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, 
                "reasoning": 0.0, "stem": 0.1, "humanities": 0.1}
 MAX_NEW_TOKENS = 1024
 OFFICIAL_JUDGE = "gpt-4"
+_RATING = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"\[(\d+\.?\d*)\]"))
 
 
 class MTBenchConfig(Section):
@@ -63,8 +64,6 @@ class MTBenchConfig(Section):
     limit: int | None = Field(None, ge=1, description="first N questions of each category (smoke runs)")
     max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=1,
                                 description="answer length per turn (FastChat: 1024)")
-
-_RATING = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"\[(\d+\.?\d*)\]"))
 
 
 def questions(limit: int | None = None) -> list[dict[str, Any]]:

@@ -318,11 +318,11 @@ def v1_average(scores: dict[str, float | None]) -> tuple[float | None, bool]:
     return (sum(have) / len(have) if have else None), partial
 
 
-def _task_log(out_dir: Path, settings: dict[str, Any]) -> Commits:
+def _task_log(out_dir: Path, call: dict[str, Any]) -> Commits:
     """Per-task results committed to the partial file of ``results.json`` as they come in; those
-    an interrupted call committed with the same ``settings`` (model path included) are reused."""
+    an interrupted call committed with the same settings ``call`` (model path included) are reused."""
     return Commits(out_dir / "results.json", "task", "open_llm/task", what="task",
-                   keep=lambda r: r.get("settings") == settings, list_keys=True)
+                   keep=lambda r: r.get("settings") == call, list_keys=True)
 
 
 def task_limit(limit: int | dict[str, int] | None, task: str) -> int | None:
@@ -346,9 +346,9 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
     local = (render_local_tasks(Path(mirror), out_dir / "tasks") if mirror
              else LocalTasks(names=render_hub_overrides(out_dir / "tasks")))
     manager = TaskManager(include_path=str(out_dir / "tasks"))
-    settings = {"version": VERSION, "model": model.path, "limit": limit, "batch_size": batch_size,
+    call = {"version": VERSION, "model": model.path, "limit": limit, "batch_size": batch_size,
                 "apply_chat_template": apply_chat_template, "data_dir": mirror}
-    log = _task_log(out_dir, settings)
+    log = _task_log(out_dir, call)
     lm = None
     per_task: dict[str, Any] = {}
     for t in wanted:
@@ -380,7 +380,7 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
             per_task[t.name]["flexible_extract"] = _percent(res.get("exact_match,flexible-extract"))
         if t.name in local.fewshot_deviations:
             per_task[t.name]["fewshot_deviation"] = local.fewshot_deviations[t.name]
-        log.commit([{"task": t.name, "settings": settings, "result": per_task[t.name]}])
+        log.commit([{"task": t.name, "settings": call, "result": per_task[t.name]}])
     avg, partial = v1_average({t.name: per_task[t.name]["score"] for t in wanted})
     deviating = sorted(k for k, v in per_task.items() if "fewshot_deviation" in v)
     from importlib.metadata import version
@@ -459,9 +459,9 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, in
 
     wanted = selected_tasks(tasks, "v2")
     mirror = os.environ.get("SPPO_DATA_DIR")
-    settings = {"version": "v2", "model": model.path, "limit": limit, "batch_size": batch_size,
+    call = {"version": "v2", "model": model.path, "limit": limit, "batch_size": batch_size,
                 "apply_chat_template": apply_chat_template}
-    log = _task_log(out_dir, settings)
+    log = _task_log(out_dir, call)
     per_task: dict[str, Any] = {}
     lm = None
     for t in wanted:
@@ -482,7 +482,7 @@ def _evaluate_v2(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, in
                             "n": sum(v["effective"] for v in r["n-samples"].values()),
                             "n_shot": r.get("n-shot", {}), "versions": r.get("versions", {}),
                             "seconds": round(time.perf_counter() - start, 2)}
-        log.commit([{"task": t.name, "settings": settings, "result": per_task[t.name]}])
+        log.commit([{"task": t.name, "settings": call, "result": per_task[t.name]}])
     scores = [v["score"] for v in per_task.values() if v["score"] is not None]
     record = {
         "benchmark": NAME_V2, "version": "v2",
