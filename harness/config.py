@@ -38,7 +38,7 @@ class SamplingConfig(_Strict):
     seeds: list[int] = [0, 50, 100, 150, 200]
     temperature: float = Field(0.7, gt=0)
     top_p: float = Field(0.9, gt=0, le=1)
-    max_new_tokens: int = Field(2048, ge=1, description="answer length")
+    max_new_tokens: int = Field(2048, ge=1, description="new tokens per response (answer length)")
     batch_size: int = Field(16, ge=1, description="prompts per generation batch")
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
 
