@@ -200,6 +200,7 @@ def test_cli_run_with_pairwise_probabilities(tiny_model_dir: Path, tmp_path: Pat
 
 def test_pairwise_rank_resumes_from_its_committed_chunks(tiny_model_dir: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.commits as commits
     import harness.pipeline as pipeline
     import harness.stages.rank as rank_stage
     from harness.artifacts import read_json, read_jsonl
@@ -217,12 +218,12 @@ def test_pairwise_rank_resumes_from_its_committed_chunks(tiny_model_dir: Path, t
                                          evaluation={"benchmarks": []})))
     out = tmp_path / "run"
     monkeypatch.setattr(rank_stage, "RANK_CHUNK", 2)  # 4 prompts: 2 chunks
-    monkeypatch.setattr(rank_stage, "crash_point", crash)
+    monkeypatch.setattr(commits, "crash_point", crash)
     with pytest.raises(Crash):
         pipeline.SPPORun(cfg, pipeline.RunOptions(iters=1, out=out, progress=False)).run()
     partial = read_jsonl(out / "iter-1" / "scores.jsonl.partial")
     assert len(partial) == 2 and all(len(r["pairwise"]) == 3 for r in partial)
-    monkeypatch.setattr(rank_stage, "crash_point", lambda name: None)
+    monkeypatch.setattr(commits, "crash_point", lambda name: None)
     pipeline.SPPORun(cfg, pipeline.RunOptions(iters=1, out=out, resume=True, progress=False)).run()
     stage = read_json(out / "run.json")["stages"]["iter-1/rank"]
     assert stage["resumed_prompts"] == 2 and stage["state"] == "done"
