@@ -24,6 +24,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def choice(default: str, what: str = "", **meanings: str) -> Any:
+    """A field over named options whose description gives each option's meaning, in order.
+
+    The options are kept in the schema (``options``), so a test can hold them to the field's
+    ``Literal``.
+    """
+    listed = "; ".join(f"{name}: {meaning}" for name, meaning in meanings.items())
+    return Field(default, description=f"{what}: {listed}" if what else listed,
+                 json_schema_extra={"options": list(meanings)})
+
+
 class ModelSource(_Strict):
     """Where the base policy comes from: ``embedded:smollm2-135m``, a hub id or a local path."""
 
@@ -82,30 +93,36 @@ class VLLMConfig(_Strict):
 class PreferencesConfig(_Strict):
     """How ranker output becomes the training pairs and their win probabilities."""
 
-    probabilities: Literal["scores", "pairwise"] = Field(
-        "scores", description="scores: P_ij = σ(s_i − s_j) from per-response scores (official "
-        "compute_prob.py); pairwise: P_ij = ½(σ(C_ij) + σ(−C_ji)) from the ranker's own comparison "
-        "log-odds C of both orders (the paper's estimator; pairrm and judge: rankers only), "
-        "chosen/rejected by the row means of P")
-    ties: Literal["first", "distinct"] = Field(
-        "distinct", description="which response is chosen/rejected when several tie (by score, or "
-        "under pairwise by the row mean of P): first: chosen = first highest, rejected = first "
-        "lowest (official np.argmax/np.argmin; all equal gives chosen = rejected); distinct: "
-        "rejected = the last lowest, so chosen and rejected differ")
+    probabilities: Literal["scores", "pairwise"] = choice(
+        "scores",
+        scores="P_ij = σ(s_i − s_j) from per-response scores (official compute_prob.py)",
+        pairwise="P_ij = ½(σ(C_ij) + σ(−C_ji)) from the ranker's own comparison log-odds C of "
+        "both orders (the paper's estimator; pairrm and judge: rankers only), chosen/rejected by "
+        "the row means of P")
+    ties: Literal["first", "distinct"] = choice(
+        "distinct", "which response is chosen/rejected when several tie, by score or under "
+        "pairwise by the row mean of P",
+        first="chosen = first highest, rejected = first lowest (official np.argmax/np.argmin; "
+        "all equal gives chosen = rejected)",
+        distinct="rejected = the last lowest, so chosen and rejected differ")
 
 
 class TrainingConfig(_Strict):
     loss: Literal["sppo", "sppo_single", "sppo_hard", "sigmoid", "ipo", "ipo_mean"] = Field(
         "sppo", description="preference loss")
-    layout: Literal["official", "clean"] = Field(
-        "clean", description="official: uclaml/SPPO's token layout and truncation (prompt without "
-        "the generation prompt, BOS prepended, response = the templated turn + EOS; prompt cut to its "
-        "last max_prompt_length tokens, then responses to max_length − max_prompt_length); clean: "
-        "the tokens the policy generated + EOS after the generation prompt, responses cut to fit")
-    last_batch: Literal["partial", "wrap"] = Field(
-        "wrap", description="partial: each epoch ends with the examples left over (official, as "
-        "one process of Hugging Face's Trainer does); wrap: every step is a full global batch, "
-        "the last one taking from the next epoch's permutation")
+    layout: Literal["official", "clean"] = choice(
+        "clean",
+        official="uclaml/SPPO's token layout and truncation (prompt without the generation "
+        "prompt, BOS prepended, response = the templated turn + EOS; prompt cut to its last "
+        "max_prompt_length tokens, then responses to max_length − max_prompt_length)",
+        clean="the tokens the policy generated + EOS after the generation prompt, responses cut "
+        "to fit")
+    last_batch: Literal["partial", "wrap"] = choice(
+        "wrap",
+        partial="each epoch ends with the examples left over (official, as one process of Hugging "
+        "Face's Trainer does)",
+        wrap="every step is a full global batch, the last one taking from the next epoch's "
+        "permutation")
     optimizer: Literal["rmsprop", "adamw"] = "rmsprop"
     learning_rate: float = Field(5e-7, gt=0)
     lr_scheduler: Literal["linear", "constant"] = "linear"

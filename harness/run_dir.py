@@ -61,6 +61,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _in_iter_dir(name: str, doc: str | None = None) -> Callable[[RunDir, int], Path]:
+    """A ``RunDir`` method giving the path of ``name`` in iteration t's folder."""
+
+    def path(self: RunDir, t: int) -> Path:
+        return self.iter_dir(t) / name
+
+    path.__doc__ = doc or f"``iter-<t>/{name}``"
+    return path
+
+
 class RunDir:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -71,24 +81,15 @@ class RunDir:
     def iter_dir(self, t: int) -> Path:
         return self.root / f"iter-{t}"
 
-    def generations(self, t: int) -> Path:
-        return self.iter_dir(t) / "generations.jsonl"
-
-    def scores(self, t: int) -> Path:
-        return self.iter_dir(t) / "scores.jsonl"
-
-    def preferences(self, t: int) -> Path:
-        return self.iter_dir(t) / "preferences.jsonl"
-
-    def checkpoint(self, t: int) -> Path:
-        return self.iter_dir(t) / "checkpoint"
-
-    def train_state(self, t: int) -> Path:
-        """Resumable training state (``training.save_steps``), removed once the checkpoint is in."""
-        return self.iter_dir(t) / "train_state"
-
-    def train_log(self, t: int) -> Path:
-        return self.iter_dir(t) / "train_log.jsonl"
+    # iteration t's artifacts, in the order the stages write them
+    generations = _in_iter_dir("generations.jsonl")
+    scores = _in_iter_dir("scores.jsonl")
+    preferences = _in_iter_dir("preferences.jsonl")
+    checkpoint = _in_iter_dir("checkpoint")
+    train_state = _in_iter_dir(
+        "train_state",
+        "Resumable training state (``training.save_steps``), removed once the checkpoint is in.")
+    train_log = _in_iter_dir("train_log.jsonl")
 
     def eval_dir(self, t: int, benchmark: str) -> Path:
         return self.iter_dir(t) / "eval" / benchmark

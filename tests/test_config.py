@@ -1,9 +1,11 @@
 import argparse
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from harness.config import MODEL_CONFIG_DIR, load_config
+from harness.config import MODEL_CONFIG_DIR, RunConfig, load_config
 from harness.errors import ConfigError
 
 
@@ -120,3 +122,32 @@ def test_paper_recipes_train_as_uclaml_sppo_does(base: str) -> None:
     assert (t.layout, t.max_grad_norm, t.last_batch) == ("official", 1.0, "partial")
     assert (cfg.preferences.probabilities, cfg.preferences.ties) == ("scores", "first")
     assert (t.max_length, t.max_prompt_length) == (1024, 512)
+
+
+def _config_models(model: type[BaseModel], seen: set) -> list[type[BaseModel]]:
+    if model in seen:
+        return []
+    seen.add(model)
+    found = [model]
+    for field in model.model_fields.values():
+        for arg in [field.annotation, *typing.get_args(field.annotation)]:
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                found += _config_models(arg, seen)
+    return found
+
+
+def test_each_option_field_describes_exactly_its_options() -> None:
+    """A field built with ``choice`` names the meaning of every value its ``Literal`` allows, and
+    of no other, so its help cannot drift from what validation accepts."""
+    checked = 0
+    for model in _config_models(RunConfig, set()):
+        for name, field in model.model_fields.items():
+            extra = field.json_schema_extra or {}
+            if "options" not in extra:
+                continue
+            assert typing.get_origin(field.annotation) is typing.Literal, f"{model.__name__}.{name}"
+            assert list(typing.get_args(field.annotation)) == extra["options"], f"{model.__name__}.{name}"
+            for option in extra["options"]:
+                assert f"{option}: " in field.description, f"{model.__name__}.{name}: {option}"
+            checked += 1
+    assert checked >= 4  # preferences' probabilities and ties, training's layout and last_batch
