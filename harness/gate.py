@@ -5,6 +5,11 @@ the stored standard errors (higher is better for every headline metric). A metri
 (judge, baseline, n, limit, profile, benchmark version) differs from the baseline's is not
 comparable and fails with the differing fields named: a silent pass would hide a changed judge.
 A metric missing from the run fails too.
+
+The report also says whether the run was made on the baseline's type of machine (CPU,
+instruction set, threads, GPU, torch): only there does a change that keeps behaviour give Δ = 0,
+since CPU kernels round bf16 and float sums differently across instruction sets and thread counts.
+That never changes a verdict; the tolerance does.
 """
 
 from __future__ import annotations
@@ -27,8 +32,33 @@ def _id(cell: Cell) -> str:
     return f"iter-{cell.iteration}/{cell.benchmark}/{cell.metric}"
 
 
+NUMERICS = ("cpu", "cpu_flags", "cpu_capability", "torch_threads", "gpu", "torch")
+
+
+def numerics_machine(run: Path) -> dict[str, Any]:
+    """What of the machine a run recorded decides its numbers' last bits (:data:`NUMERICS`)."""
+    meta = read_json(run / "run.json")
+    found = {**meta.get("machine", {}), "torch": meta.get("packages", {}).get("torch")}
+    return {k: found.get(k) for k in NUMERICS}
+
+
+def machine_note(baseline: dict[str, Any], run: Path) -> str:
+    """Whether ``run`` was made on the baseline's type of machine, and what that means for Δ."""
+    theirs, ours = baseline.get("machine"), numerics_machine(run)
+    if theirs is None:
+        return ("The baseline does not record its machine, so whether Δ = 0 is to be expected "
+                "here is unknown.")
+    if diff := _differences(theirs, ours):
+        return ("Made on another type of machine than the baseline (" + "; ".join(diff) + "): CPU "
+                "kernels round differently across these, so a Δ ≠ 0 here is no sign of changed "
+                "behaviour; the tolerance decides.")
+    return ("Made on the baseline's type of machine (" + ", ".join(
+        f"{k} {v}" for k, v in ours.items() if v is not None) + "): a change that keeps "
+            "behaviour gives Δ = 0 on every metric here.")
+
+
 def make_baseline(run: Path) -> dict[str, Any]:
-    """The gated metrics of a run (those with a value and a standard error)."""
+    """The gated metrics of a run (those with a value and a standard error), and its machine."""
     cells = [c for c in run_cells(run) if c.value is not None and c.se is not None]
     if not cells:
         raise DataError(f"{run}: no metric with a value and a standard error to gate")
@@ -38,6 +68,7 @@ def make_baseline(run: Path) -> dict[str, Any]:
         "from_run": run.name,
         "run_git_sha": read_json(run / "run.json").get("git_sha"),
         "written_by_git_sha": git_sha(),
+        "machine": numerics_machine(run),
         "metrics": [{"id": _id(c), "value": c.value, "se": c.se, "protocol": json.loads(c.key)}
                     for c in cells],
     }
@@ -94,12 +125,13 @@ def _fmt(v: Any) -> str:
 
 
 def write_report(rows: list[dict[str, Any]], out_dir: Path, run: Path, baseline_path: Path,
-                 k: float) -> bool:
+                 k: float, machine: str = "") -> bool:
     ok = all(r["verdict"] != "fail" for r in rows)
     write_json(out_dir / "check.json", {"run": str(run), "baseline": str(baseline_path), "k": k,
-                                        "passed": ok, "metrics": rows})
+                                        "passed": ok, "machine": machine, "metrics": rows})
     lines = [f"# Regression check: {'PASS' if ok else 'FAIL'}", "",
              f"Run `{run}` against `{baseline_path}`; tolerance {k:g}σ, σ = √(se_baseline² + se_new²).",
+             *(["", machine] if machine else []),
              "", "| metric | baseline | new | delta | tolerance | verdict | why |",
              "|---|---:|---:|---:|---:|---|---|"]
     for r in rows:
@@ -116,6 +148,7 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, run: Path, baseline_
 def check(run: Path, baseline_path: Path, k: float = 2.0, out_dir: Path | None = None) -> tuple[bool, Path]:
     if not baseline_path.is_file():
         raise DataError(f"{baseline_path}: baseline file not found (write one with --write-baseline)")
-    rows = compare(run, read_json(baseline_path), k)
+    baseline = read_json(baseline_path)
+    rows = compare(run, baseline, k)
     out = out_dir or run
-    return write_report(rows, out, run, baseline_path, k), out / "check.md"
+    return write_report(rows, out, run, baseline_path, k, machine_note(baseline, run)), out / "check.md"

@@ -20,9 +20,10 @@ import torch
 
 from harness import benchmarks, evaluate, report
 from harness.config import RunConfig, deep_merge
-from harness.errors import ConfigError, RunStateError
+from harness.errors import RunStateError
 from harness.generate import Sampling
 from harness.models import resolve_source
+from harness.plan import describe
 from harness.prompts import heldout_prompts, iteration_prompts
 from harness.rank import Ranker, get_ranker
 from harness.run_dir import RunDir
@@ -85,31 +86,39 @@ class SPPORun:
         self.base_path = ""
 
     # setup ------------------------------------------------------------------------------
+    def _check_out(self) -> None:
+        """Refuse what opening the run directory would refuse; load a run that may be resumed
+        (reads only)."""
+        if not self.dir.meta_path.exists():
+            return
+        if not self.opts.resume:
+            raise RunStateError(
+                f"{self.dir.root} already holds a run; pass --resume to continue it or "
+                "--out to start a new one"
+            )
+        self.dir.load()
+        diff = _config_diff(_stored_config(self.dir.meta["config"]),
+                            benchmarks.config_snapshot(self.config))
+        if diff:
+            raise RunStateError(
+                f"{self.dir.meta_path}: the run was started with another configuration; "
+                "resume with the same flags. Differences: " + "; ".join(diff)
+            )
+        if self.dir.meta["args"].get("seed") != self.opts.seed:
+            raise RunStateError(
+                f"{self.dir.meta_path}: started with --seed "
+                f"{self.dir.meta['args'].get('seed')}, resumed with --seed {self.opts.seed}"
+            )
+
     def _open(self) -> None:
-        snapshot = benchmarks.config_snapshot(self.config)
-        if self.dir.meta_path.exists():
-            if not self.opts.resume:
-                raise RunStateError(
-                    f"{self.dir.root} already holds a run; pass --resume to continue it or "
-                    "--out to start a new one"
-                )
-            self.dir.load()
-            diff = _config_diff(_stored_config(self.dir.meta["config"]), snapshot)
-            if diff:
-                raise RunStateError(
-                    f"{self.dir.meta_path}: the run was started with another configuration; "
-                    "resume with the same flags. Differences: " + "; ".join(diff)
-                )
-            if self.dir.meta["args"].get("seed") != self.opts.seed:
-                raise RunStateError(
-                    f"{self.dir.meta_path}: started with --seed "
-                    f"{self.dir.meta['args'].get('seed')}, resumed with --seed {self.opts.seed}"
-                )
+        self._check_out()
+        if self.dir.meta:
             self.dir.meta["args"]["iters"] = max(self.dir.meta["args"]["iters"], self.opts.iters)
             self.dir.save()
         else:
-            self.dir.create(snapshot, {"iters": self.opts.iters, "seed": self.opts.seed,
-                                       "generator": self.opts.generator})
+            self.dir.create(benchmarks.config_snapshot(self.config),
+                            {"iters": self.opts.iters, "seed": self.opts.seed,
+                             "generator": self.opts.generator})
 
     def policy_sampling(self) -> Sampling:
         """K samples per prompt: the config's decoding, its seeds offset by ``--seed``."""
@@ -202,9 +211,14 @@ class SPPORun:
                 "generator": self.model(t).provenance()}
 
     # driver -----------------------------------------------------------------------------
+    def plan(self) -> str:
+        """What :meth:`run` would do (``--dry-run``): the pre-flight checks, then every stage with
+        its settings; nothing is loaded or written."""
+        preflight.check(self)
+        self._check_out()
+        return describe(self)
+
     def run(self) -> Path:
-        if self.opts.iters < 1:
-            raise ConfigError("--iters must be at least 1")
         preflight.check(self)
         self._open()
         with self.dir.lock(self.opts.break_lock, _say):
@@ -214,6 +228,17 @@ class SPPORun:
                 self._release()  # an engine left running would hold its memory and processes
         print(table)
         return self.dir.root
+
+    def stages(self) -> list[tuple[int, str]]:
+        """Every stage of the run, in run order, as (iteration, name); iteration 0 is the base,
+        which is only evaluated."""
+        evals = [f"eval/{b.name}" for b in benchmarks.runnable(self.config.evaluation.benchmarks)]
+        if evaluate.BENCHMARK in self.config.evaluation.benchmarks:  # the in-loop win rate first
+            evals.insert(0, f"eval/{evaluate.BENCHMARK}")
+        order = [(0, name) for name in evals]
+        for t in range(1, self.opts.iters + 1):
+            order += [(t, name) for name in ("generate", "rank", "probabilities", "train", *evals)]
+        return order
 
     def _iterations(self) -> str:
         """Every stage of the base and of each iteration, then the run's leaderboard."""
@@ -226,36 +251,26 @@ class SPPORun:
         # every iteration's prompts read now: a bad source fails before any model is loaded
         prompts_of = {t: iteration_prompts(self.config, t) for t in range(1, self.opts.iters + 1)}
         preflight.check_prompt_lengths(self, prompts_of)
-        in_loop = evaluate.BENCHMARK in self.config.evaluation.benchmarks
-        base_steps = self._benchmark_stages(0)
-        if in_loop:  # the base's held-out answers, while it is loaded
-            base_steps.insert(0, (f"eval/{evaluate.BENCHMARK}", lambda: {
-                "heldout": len(heldout_stage.heldout_generations(self, 0, heldout))}))
-        for name, fn in base_steps:
-            self._stage("iter-0", name, fn)
-        n = self.opts.iters
-        for t in range(1, n + 1):
-            prompts = prompts_of[t]
-            tag = f"iter-{t}"
-            steps = [
-                ("generate", lambda t=t, p=prompts: generate.run_stage(self, t, p)),
-                ("rank", lambda t=t: rank.run_stage(self, t)),
-                ("probabilities", lambda t=t: probabilities.run_stage(self, t)),
-                ("train", lambda t=t: train.run_stage(self, t)),
-            ]
-            if in_loop:
-                steps.append((f"eval/{evaluate.BENCHMARK}",
-                              lambda t=t: heldout_stage.run_stage(self, t, heldout)))
-            steps += self._benchmark_stages(t)
-            for name, fn in steps:
-                self._stage(tag, name, fn)
+
+        def step(t: int, name: str) -> Any:
+            if name == "generate":
+                return generate.run_stage(self, t, prompts_of[t])
+            if name == "rank":
+                return rank.run_stage(self, t)
+            if name == "probabilities":
+                return probabilities.run_stage(self, t)
+            if name == "train":
+                return train.run_stage(self, t)
+            if name == f"eval/{evaluate.BENCHMARK}":
+                if t == 0:  # the base's held-out answers, the reference of every later win rate
+                    return {"heldout": len(heldout_stage.heldout_generations(self, 0, heldout))}
+                return heldout_stage.run_stage(self, t, heldout)
+            return benchmarks.get(name.removeprefix("eval/")).stage(self, t)
+
+        for t, name in self.stages():
+            self._stage(f"iter-{t}", name, lambda t=t, name=name: step(t, name))
         self._release()
         return report.write_leaderboard(self.dir)
-
-    def _benchmark_stages(self, t: int) -> list[tuple[str, Any]]:
-        """The registered benchmarks' stages of iteration ``t`` (0: the base model), in run order."""
-        return [(f"eval/{b.name}", lambda b=b: b.stage(self, t))
-                for b in benchmarks.runnable(self.config.evaluation.benchmarks)]
 
     def _stage(self, tag: str, name: str, fn: Any) -> None:
         stage = f"{tag}/{name}"

@@ -36,12 +36,33 @@ def git_sha() -> str:
         return "unknown"
 
 
-def machine() -> dict[str, str | int]:
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # those that change CPU kernels
+
+
+def _cpu() -> tuple[str, list[str]]:
+    """The CPU's model name and which of :data:`_CPU_FLAGS` it has (Linux; elsewhere unknown)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown", []
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name", "unknown"), [f for f in _CPU_FLAGS if f in flags]
+
+
+def machine() -> dict[str, str | int | list[str]]:
+    """The machine, as far as it decides a number's last bits: the CPU, the instruction set torch
+    dispatches to, its thread count, and the GPU where there is one."""
     import os
 
     import torch
 
-    info: dict[str, str | int] = {"platform": platform.platform(), "cpus": os.cpu_count() or 0}
+    cpu, flags = _cpu()
+    info: dict[str, str | int | list[str]] = {
+        "platform": platform.platform(), "cpus": os.cpu_count() or 0, "cpu": cpu, "cpu_flags": flags,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpus"] = torch.cuda.device_count()

@@ -328,6 +328,26 @@ def test_a_baseline_keeps_its_numbers_when_the_run_changes(run_a: Path) -> None:
     assert rows["iter-2/alpaca_eval/win_rate"]["verdict"] == "fail"
 
 
+def test_the_check_says_whether_delta_0_is_expected_on_this_machine(run_a: Path, tmp_path: Path) -> None:
+    """The baseline records its run's machine; the report says whether this run was made on that
+    type of machine (where a behaviour-keeping change gives Δ = 0) and, if not, what differs."""
+    base = gate.make_baseline(run_a)
+    assert base["machine"] == gate.numerics_machine(run_a)
+    assert base["machine"]["cpu_capability"] and base["machine"]["torch"]
+    same = gate.machine_note(base, run_a)
+    assert same.startswith("Made on the baseline's type of machine")
+    other = copy.deepcopy(base)
+    other["machine"]["cpu_capability"] = "AVX2"
+    note = gate.machine_note(other, run_a)
+    assert "another type of machine" in note and "cpu_capability: 'AVX2' →" in note
+    del other["machine"]
+    assert "does not record its machine" in gate.machine_note(other, run_a)
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(base))
+    ok, report = gate.check(run_a, path, out_dir=tmp_path / "gate")
+    assert ok and same in report.read_text()
+
+
 # the page in a browser ----------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

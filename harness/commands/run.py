@@ -41,6 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out: finished stages are skipped, an interrupted "
                         "stage continues from what it committed")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run the pre-flight checks and print the plan (every stage with its "
+                        "settings; with --resume, which stages are done) without loading a model "
+                        "or writing anything")
     p.add_argument("--break-lock", action="store_true",
                    help="take over the run's lock even if another host left it (a lock left by a "
                         "process gone from this host is taken over without it)")
@@ -99,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
                       break_lock=args.break_lock)
     if args.device:
         opts.device = args.device
+    if args.dry_run:
+        print(SPPORun(config, opts).plan())
+        return 0
     SPPORun(config, opts).run()
     print(f"run directory: {out}", file=sys.stderr)
     return 0
