@@ -18,6 +18,7 @@ import html
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,53 +206,66 @@ def unplotted(t: Table) -> dict[tuple[str, str, str], str]:
     return out
 
 
-def plots(t: Table, out_dir: Path) -> list[Path]:
-    """One figure per benchmark (PNG and SVG): a panel per column worth plotting, each run's
-    value vs iteration with error bars on integer iterations, the base at 0 (with a metric's
-    value by definition, e.g. 50 % for a win rate against the base, drawn as a reference line)."""
+PLOT_NAME = re.compile(r"plot-\d+-[\w.-]+\.(png|svg)")  # the figures :func:`plots` writes
+
+
+def plots(t: Table, out_dir: Path, skip: dict[tuple[str, str, str], str]) -> list[Path]:
+    """One figure per benchmark (PNG and SVG) of the columns not in ``skip``: a panel per column,
+    each run's value vs iteration with error bars on integer iterations, the base at 0 (with a
+    metric's value by definition, e.g. 50 % for a win rate against the base, drawn as a
+    reference line). Figures of an earlier rendering in ``out_dir`` are removed; no other file."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    plt.rcParams["svg.fonttype"] = "none"  # the SVG's labels stay text (searchable, testable)
-    for stale in out_dir.glob("plot-*"):  # a figure of an earlier rendering
-        stale.unlink()
-    skip = unplotted(t)
+    for stale in out_dir.glob("plot-*"):
+        if PLOT_NAME.fullmatch(stale.name):
+            stale.unlink()
     by_bench: dict[str, list[tuple[str, str, str]]] = {}
     for col in t.columns:
         if col not in skip:
             by_bench.setdefault(col[0], []).append(col)
     made = []
-    for i, (bench, cols) in enumerate(by_bench.items()):
-        fig, axes = plt.subplots(1, len(cols), figsize=(4.6 * len(cols), 3.2), squeeze=False)
-        last = 0
-        for ax, col in zip(axes[0], cols, strict=True):
-            for run, points in _series(t, col).items():
-                its, values, ses = zip(*points, strict=True)
-                ax.errorbar(its, values, yerr=ses, marker="o", capsize=3, label=run)
-                last = max(last, *its)
-            m = _metric(col)
-            if m is not None and m.base_value is not None:
-                ax.axhline(m.base_value, color="grey", linestyle="--", linewidth=1, label="base")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlim(-0.3, max(last, 1) + 0.3)
-            ax.set_xlabel("SPPO iteration (0 = base)")
-            ax.set_ylabel(label(col[0], col[1]))
-            ax.set_title(_header(t, col), fontsize=9)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        for ext in ("png", "svg"):
-            path = out_dir / f"plot-{i + 1}-{bench}.{ext}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=110)
-            made.append(path)
-        plt.close(fig)
+    with plt.rc_context({"svg.fonttype": "none"}):  # the SVG's labels stay text (searchable)
+        for i, (bench, cols) in enumerate(by_bench.items()):
+            made += _figure(t, cols, out_dir / f"plot-{i + 1}-{bench}")
     return made
 
 
-def to_html(t: Table, images: list[Path]) -> str:
+def _figure(t: Table, cols: list[tuple[str, str, str]], stem: Path) -> list[Path]:
+    """One benchmark's figure, a panel per column, as ``stem``.png and .svg."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.6 * len(cols), 3.2), squeeze=False)
+    last = 0
+    for ax, col in zip(axes[0], cols, strict=True):
+        for run, points in _series(t, col).items():
+            its, values, ses = zip(*points, strict=True)
+            ax.errorbar(its, values, yerr=ses, marker="o", capsize=3, label=run)
+            last = max(last, *its)
+        m = _metric(col)
+        if m is not None and m.base_value is not None:
+            ax.axhline(m.base_value, color="grey", linestyle="--", linewidth=1, label="base")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.3, max(last, 1) + 0.3)
+        ax.set_xlabel("SPPO iteration (0 = base)")
+        ax.set_ylabel(label(col[0], col[1]))
+        ax.set_title(_header(t, col), fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    made = []
+    for ext in ("png", "svg"):
+        path = stem.parent / f"{stem.name}.{ext}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        made.append(path)
+    plt.close(fig)
+    return made
+
+
+def to_html(t: Table, images: list[Path], skip: dict[tuple[str, str, str], str]) -> str:
     """One self-contained page: the table, the notes and the plots (inlined PNGs)."""
     esc = html.escape
     head = "".join(f"<th>{esc(h)}</th>" for h in ["run", "model", *[_header(t, c) for c in t.columns]])
@@ -261,7 +275,7 @@ def to_html(t: Table, images: list[Path]) -> str:
                else esc(r.model))
         tds = "".join(f"<td>{esc(_cell_text(t, r, c))}</td>" for c in t.columns)
         body.append(f"<tr><td>{esc(r.run)}</td><td>{who}</td>{tds}</tr>")
-    skipped = [f"not plotted: {_header(t, col)}: {why}" for col, why in unplotted(t).items()]
+    skipped = [f"not plotted: {_header(t, col)}: {why}" for col, why in skip.items()]
     notes = "".join(f"<li>{esc(n)}</li>" for n in _notes(t) + skipped)
     imgs = "".join(
         f'<figure><img alt="{esc(p.stem)}" src="data:image/png;base64,'
@@ -285,8 +299,9 @@ def render(runs: list[Path], fmt: str, published: bool, out_dir: Path | None) ->
         return to_markdown(t)
     if fmt == "csv":
         return to_csv(t)
-    images = plots(t, out_dir or Path("leaderboard"))
-    return to_html(t, images)
+    skip = unplotted(t)
+    images = plots(t, out_dir or Path("leaderboard"), skip)
+    return to_html(t, images, skip)
 
 
 def cell_summary(t: Table) -> dict[str, Any]:

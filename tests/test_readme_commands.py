@@ -1,17 +1,18 @@
 """The README's commands that CI's smoke run does not run, run here, taken from README.md itself.
 
 - The paper's recipe on GPUs (``run --base mistral-7b --iters 3``) needs the hub and a GPU; with
-  ``--dry-run`` it runs its pre-flight checks and prints its plan, which must say what the README
-  says the recipe is, and without ``OPENAI_API_KEY`` it must refuse before any work.
+  ``--dry-run`` (the README's line before it) it runs its pre-flight checks and prints its plan,
+  which must say what the README says the recipe is, and without ``OPENAI_API_KEY`` it must
+  refuse before any work.
 - "Evaluating one checkpoint": the four lines as written, the official annotator and judges
   reached through the official clients at a fake OpenAI server (``OPENAI_BASE_URL``,
   ``OPENAI_CLIENT_CONFIG_PATH``), a tiny checkpoint at ``runs/x/iter-3/checkpoint``, and small
-  limits appended (the only change to each line).
-- ``agreement --ranker smollm-judge ... --limit 200``, verbatim.
+  limits appended (the only change to each line); the constrained-judge line likewise.
+- ``leaderboard`` and ``card`` verbatim over two small runs in ``runs/a`` and ``runs/b``;
+  ``agreement --ranker smollm-judge ... --limit 200`` verbatim.
 
-The other lines run elsewhere: the fresh-machine command and ``run ... --profile smoke`` in CI,
-``leaderboard``, ``check`` and ``card`` in tests/test_reporting.py, ``eval mt_bench --judge
-smollm2-135m-constrained`` in tests/test_constrained_verdicts.py.
+The fresh-machine command, the smoke run and ``check`` (with ``runs/ci-smoke`` for ``runs/a``)
+are CI's own steps (``.ci/run``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +162,38 @@ def test_agreement_runs_as_written(tmp_path: Path) -> None:
     assert got["n"] == 200 and got["ranker"].startswith("smollm-judge")
     lo, hi = got["agreement_ci95"]
     assert 0 <= lo <= got["agreement"] <= hi <= 1
+
+
+def test_the_constrained_judge_line_runs_as_written(tmp_path: Path) -> None:
+    """``eval mt_bench --model embedded:smollm2-135m --judge smollm2-135m-constrained --limit 1``,
+    answers cut to 8 new tokens: every one of the 16 judgments is an official rating."""
+    argv = _readme_line("eval", "mt_bench", "--model", "embedded:smollm2-135m")
+    done = _harness([*argv, "--max-new-tokens", "8", "--json", "--no-progress"], tmp_path,
+                    {"SPPO_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout)
+    assert metrics["parse_failures"] == 0 and 1.0 <= metrics["score"] <= 10.0
+    judgments = [json.loads(x) for f in tmp_path.rglob("model_judgment/*.jsonl")
+                 for x in f.read_text().splitlines()]
+    assert len(judgments) == 16 and all(re.search(r"\[\[\d+\]\]", j["judgment"]) for j in judgments)
+
+
+def test_the_reporting_lines_run_as_written(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """``leaderboard runs/a runs/b --published`` and ``card runs/a --iter 2`` over two small runs
+    (``check``'s line is CI's gate, with runs/ci-smoke for runs/a)."""
+    from test_reporting import _ae, _wr, make_run
+
+    make_run(tmp_path / "runs" / "a", {0: [_ae(40.0, 5.0)], 1: [_wr(60.0, 5.0), _ae(48.0, 5.0)],
+                                       2: [_wr(70.0, 5.0), _ae(55.0, 5.0)]})
+    make_run(tmp_path / "runs" / "b", {0: [_ae(40.0, 5.0)], 1: [_wr(52.0, 5.0), _ae(45.0, 5.0)]})
+    shutil.copytree(tiny_model_dir, tmp_path / "runs" / "a" / "iter-2" / "checkpoint")
+    env = {"SPPO_CACHE_DIR": str(tmp_path / "cache")}
+    table = _harness(_readme_line("leaderboard"), tmp_path, env)
+    assert table.returncode == 0, table.stderr[-3000:]
+    for row in ("a", "b", "SPPO Iter2", "55.00"):
+        assert row in table.stdout, row
+    assert re.search(r"published", table.stdout, re.I), table.stdout[-2000:]
+    card = _harness(_readme_line("card"), tmp_path, env)
+    assert card.returncode == 0, card.stderr[-3000:]
+    text = (tmp_path / "runs" / "a" / "iter-2" / "checkpoint" / "README.md").read_text()
+    assert "55.0" in text and "model-index" in text

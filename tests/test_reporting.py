@@ -214,8 +214,16 @@ def test_a_metric_without_information_gets_no_plot(tmp_path: Path) -> None:
     flat = make_run(tmp_path / "flat", {0: [_ae(40.0, 5.0)], 1: [_wr(60.0, 5.0), _ae(40.0, 5.0)],
                                         2: [_wr(70.0, 5.0), _ae(40.0, 5.0)]})
     out = tmp_path / "lb" / "leaderboard.html"
+    out.parent.mkdir()
+    for name in ("plot-2-alpaca_eval.png", "plot-notes.txt"):  # an earlier figure; the user's file
+        (out.parent / name).write_text("x")
+    import matplotlib
+
+    before = matplotlib.rcParams["svg.fonttype"]
     assert main(["leaderboard", str(flat), "--format", "html", "--out", str(out)]) == 0
+    assert matplotlib.rcParams["svg.fonttype"] == before  # the caller's settings are left alone
     assert sorted(p.name for p in out.parent.glob("plot-*.png")) == ["plot-1-win_rate_vs_base.png"]
+    assert (out.parent / "plot-notes.txt").read_text() == "x"
     assert "AlpacaEval 2.0 WR (%) smoke [2]: the same value at every iteration" in out.read_text()
 
 
