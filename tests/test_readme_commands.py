@@ -9,7 +9,7 @@
   ``OPENAI_CLIENT_CONFIG_PATH``), a tiny checkpoint at ``runs/x/iter-3/checkpoint``, and small
   limits appended (the only change to each line); the constrained-judge line likewise.
 - ``leaderboard`` and ``card`` verbatim over two small runs in ``runs/a`` and ``runs/b``;
-  ``agreement --ranker smollm-judge ... --limit 200`` verbatim.
+  ``agreement --ranker smollm-judge ...`` verbatim.
 
 The fresh-machine command, the smoke run and ``check`` (with ``runs/ci-smoke`` for ``runs/a``)
 are CI's own steps (``.ci/run``).
@@ -34,12 +34,11 @@ from test_readme import README, _harness_lines
 KEY = "sk-readme-test-0123456789"
 
 
-def _readme_line(*words: str) -> list[str]:
-    """The one README command whose argv (after ``python -m harness``) starts with ``words`` and,
-    among several, is no longer than ``words`` plus any ``eval``/``agreement`` flags."""
-    found = [shlex.split(x)[3:] for x in _harness_lines() if shlex.split(x)[3:3 + len(words)] == list(words)]
-    if words[0] == "run":
-        found = [f for f in found if f == list(words)]
+def _readme_line(*words: str, exact: bool = False) -> list[str]:
+    """The one README command whose argv (after ``python -m harness``) starts with ``words`` (is
+    ``words``, if ``exact``)."""
+    found = [argv for argv in (shlex.split(x)[3:] for x in _harness_lines())
+             if (argv == list(words) if exact else argv[:len(words)] == list(words))]
     assert len(found) == 1, (words, found)
     return found[0]
 
@@ -52,7 +51,7 @@ def _harness(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comp
 
 def test_the_gpu_recipe_plans_what_the_readme_says(tmp_path: Path) -> None:
     recipe = ("run", "--base", "mistral-7b", "--iters", "3")
-    argv, dry = _readme_line(*recipe), _readme_line(*recipe, "--dry-run")
+    argv, dry = _readme_line(*recipe, exact=True), _readme_line(*recipe, "--dry-run", exact=True)
     refused = _harness(argv, tmp_path, {})
     assert refused.returncode == 2 and "set OPENAI_API_KEY" in refused.stderr, refused.stderr[-2000:]
     planned = _harness(dry, tmp_path, {"OPENAI_API_KEY": KEY})
@@ -119,7 +118,7 @@ LIMITS = {"alpaca_eval": ["--limit", "2", "--max-new-tokens", "8"],
 
 @pytest.mark.parametrize("bench", sorted(LIMITS))
 def test_evaluating_one_checkpoint_runs_as_written(bench: str, checkpoint_dir: Path) -> None:
-    argv = _readme_line("eval", bench)
+    argv = _readme_line("eval", bench, "--model", "runs/x/iter-3/checkpoint")
     with FakeOpenAI(reply=_official_judges) as server:
         clients = checkpoint_dir / "clients.yaml"
         clients.write_text(yaml.safe_dump({"default": [{"api_key": KEY, "base_url": server.url}]}))
@@ -132,7 +131,9 @@ def test_evaluating_one_checkpoint_runs_as_written(bench: str, checkpoint_dir: P
     metrics = json.loads(done.stdout)
     results = [p for p in checkpoint_dir.rglob("results.json") if "cache" not in p.parts]
     assert len(results) == 1, results
-    assert json.loads(results[0].read_text())["metrics"] == metrics  # what --json printed
+    stored = json.loads(results[0].read_text())["metrics"]
+    shared = sorted(metrics.keys() & stored.keys())  # --json prints what is stored, flattened
+    assert len(shared) >= 3 and all(stored[k] == metrics[k] for k in shared), shared
     assert KEY not in results[0].read_text() + done.stderr
     models = {r.get("model") for r in requests}
     if bench == "mt_bench":  # FastChat's single grading by GPT-4: every rating parsed, 7
@@ -159,7 +160,7 @@ def test_agreement_runs_as_written(tmp_path: Path) -> None:
                     {"SPPO_CACHE_DIR": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout)
-    assert got["n"] == 200 and got["ranker"].startswith("smollm-judge")
+    assert got["n"] == int(argv[argv.index("--limit") + 1]) and got["ranker"].startswith("smollm-judge")
     lo, hi = got["agreement_ci95"]
     assert 0 <= lo <= got["agreement"] <= hi <= 1
 
