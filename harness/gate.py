@@ -44,14 +44,17 @@ def numerics_machine(run: Path) -> dict[str, Any]:
 
 def machine_note(baseline: dict[str, Any], run: Path) -> str:
     """Whether ``run`` was made on the baseline's type of machine, and what that means for Δ."""
-    theirs, ours = baseline.get("machine"), numerics_machine(run)
-    if theirs is None:
-        return ("The baseline does not record its machine, so whether Δ = 0 is to be expected "
-                "here is unknown.")
-    if diff := _differences(theirs, ours):
+    ours = numerics_machine(run)
+    theirs = {k: v for k, v in (baseline.get("machine") or {}).items() if v is not None}
+    both = [k for k in theirs if ours.get(k) is not None]
+    if diff := _differences({k: theirs[k] for k in both}, {k: ours[k] for k in both}):
         return ("Made on another type of machine than the baseline (" + "; ".join(diff) + "): CPU "
                 "kernels round differently across these, so a Δ ≠ 0 here is no sign of changed "
                 "behaviour; the tolerance decides.")
+    for whose, record in (("baseline's run", theirs), ("run under check", ours)):
+        if unrecorded := [k for k in NUMERICS if k != "gpu" and record.get(k) is None]:
+            return (f"The {whose} does not record its machine's {', '.join(unrecorded)}, so "
+                    "whether Δ = 0 is to be expected here is unknown.")
     return ("Made on the baseline's type of machine (" + ", ".join(
         f"{k} {v}" for k, v in ours.items() if v is not None) + "): a change that keeps "
             "behaviour gives Δ = 0 on every metric here.")

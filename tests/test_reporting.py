@@ -348,12 +348,18 @@ def test_the_check_says_whether_delta_0_is_expected_on_this_machine(run_a: Path,
     other["machine"]["cpu_capability"] = "AVX2"
     note = gate.machine_note(other, run_a)
     assert "another type of machine" in note and "cpu_capability: 'AVX2' →" in note
+    other["machine"] = {**base["machine"], "cpu": None, "cpu_flags": None}  # an older run.json
+    assert "baseline's run does not record its machine's cpu, cpu_flags" in gate.machine_note(other, run_a)
     del other["machine"]
-    assert "does not record its machine" in gate.machine_note(other, run_a)
+    assert "baseline's run does not record its machine's cpu" in gate.machine_note(other, run_a)
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(base))
     ok, report = gate.check(run_a, path, out_dir=tmp_path / "gate")
     assert ok and same in report.read_text()
+    meta = json.loads((run_a / "run.json").read_text())
+    meta["machine"] = {"platform": "Linux", "cpus": 2}  # a run made before machines were recorded
+    (run_a / "run.json").write_text(json.dumps(meta))
+    assert "run under check does not record its machine's cpu" in gate.machine_note(base, run_a)
 
 
 # the page in a browser ----------------------------------------------------------------------
