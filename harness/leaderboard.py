@@ -5,7 +5,7 @@ Columns are (benchmark, metric, protocol): a metric measured under two protocols
 another n, a smoke subset) gets two columns, footnoted with what differs, so numbers that are not
 comparable never share a column. Each run's iterations carry their delta against the run's base
 in the same column, marked * when |Δ| > 1.96·√(se² + se_base²) (independent-error approximation).
-Benchmarks whose official scoring fits all models at once (Arena-Hard's style control) refit
+Benchmarks whose official scoring fits all models at once (a style-controlled rating) refit
 their cells jointly over all the runs shown (a registered benchmark's ``refit``); such a
 column's protocol names the pool.
 """

@@ -198,7 +198,7 @@ class SPPORun:
         return replace(s, **changes)
 
     def chat(self, t: int) -> Any:
-        """Iteration ``t``'s checkpoint answering chat requests (MT-Bench, Arena-Hard)."""
+        """Iteration ``t``'s checkpoint answering a benchmark's chat requests."""
         def chat(requests: list[Any]) -> dict[str, str]:
             return {rid: j.text for rid, j in self.model(t).chat(requests).judgments.items()}
         return chat
