@@ -7,6 +7,7 @@ generation stops at EOS.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 
 import torch
@@ -14,10 +15,16 @@ from transformers import GenerationConfig, LogitsProcessor, PreTrainedTokenizerB
 
 from harness.config import SamplingConfig
 
-# Seed of sample k in generation batch b: independent of every other batch, so a batch can be
-# regenerated alone and give the same text.
-SEED_STRIDE = 1_000_003
-TRANSFORMERS_SEED_RULE = f"seed_k + {SEED_STRIDE} * batch_index"
+# Sample k of a prompt draws its random numbers from its own generator, seeded from the prompt and
+# seed_k alone: a sample does not depend on its batch, its row or the other samples.
+TRANSFORMERS_SEED_RULE = ("per sample: torch.Generator seeded by sha256(prompt_id, seed_k), one uniform "
+                          "draw per token, inverted through the warped distribution's CDF")
+
+
+def sample_seed(prompt_id: str, seed: int) -> int:
+    """The seed of one sample's generator (63 bits of sha256 of the prompt id and seed_k)."""
+    digest = hashlib.sha256(f"{prompt_id}\0{seed}".encode()).hexdigest()
+    return int(digest[:16], 16) & (2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -80,16 +87,58 @@ class NucleusWarper(LogitsProcessor):
         self.probe = probe
         self.fallback = TopPLogitsWarper(top_p)
 
+    def nucleus(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Each row's ``probe`` most likely (temperature-scaled) scores, descending, those outside
+        the nucleus set to -inf, and their token ids; None when some row's nucleus is larger."""
+        top, ids = scores.topk(min(self.probe, scores.size(-1)), dim=-1)  # descending
+        p = (top - scores.logsumexp(-1, keepdim=True)).exp()
+        mass_above = p.cumsum(-1) - p  # mass of the tokens ranked strictly higher
+        if bool((mass_above[:, -1] + p[:, -1] < self.top_p).any()):
+            return None
+        # TopPLogitsWarper keeps a token iff the mass ranked above it is below top_p.
+        n_keep = (mass_above < self.top_p).sum(-1, keepdim=True).clamp(min=1)
+        kept = torch.arange(top.size(-1), device=top.device) < n_keep
+        return top.masked_fill(~kept, -float("inf")), ids
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores / self.temperature
         if self.top_p >= 1.0:
             return scores
-        top = scores.topk(min(self.probe, scores.size(-1)), dim=-1).values  # descending
-        p = (top - scores.logsumexp(-1, keepdim=True)).exp()
-        mass_above = p.cumsum(-1) - p  # mass of the tokens ranked strictly higher
-        if bool((mass_above[:, -1] + p[:, -1] < self.top_p).any()):
+        kept = self.nucleus(scores)
+        if kept is None:
             return self.fallback(input_ids, scores)
-        # TopPLogitsWarper keeps a token iff the mass ranked above it is below top_p.
-        n_keep = (mass_above < self.top_p).sum(-1, keepdim=True).clamp(min=1)
-        threshold = top.gather(-1, n_keep - 1)
-        return scores.masked_fill(scores < threshold, -float("inf"))
+        return torch.full_like(scores, -float("inf")).scatter_(-1, kept[1], kept[0])
+
+
+class NucleusSampler(NucleusWarper):
+    """:class:`NucleusWarper`'s distribution, sampled in each row from the row's own generator;
+    it returns scores that make greedy decoding pick the drawn token.
+
+    One uniform number u per row and step is inverted through the row's CDF over its kept tokens
+    (most likely first, float64): the first token whose cumulative probability exceeds u, so a
+    dropped token (probability 0) is never drawn. A draw depends on its row's logits and generator
+    alone, not on the batch around it.
+    """
+
+    def __init__(self, temperature: float, top_p: float, seeds: list[int], probe: int = 256) -> None:
+        super().__init__(temperature, top_p, probe)
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.size(0) != len(self.generators):
+            raise ValueError(f"{scores.size(0)} rows for {len(self.generators)} generators")
+        scores = scores / self.temperature
+        kept = self.nucleus(scores) if self.top_p < 1.0 else None
+        if kept is None:  # every token, or a nucleus beyond the probe: the whole vocabulary, sorted
+            warped = scores if self.top_p >= 1.0 else self.fallback(input_ids, scores)
+            kept = warped.sort(dim=-1, descending=True, stable=True)
+        values, ids = kept
+        cdf = values.double().softmax(-1).cumsum(-1)
+        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
+        total = cdf[:, -1:]
+        # kept below the total, so a kept token's cumulative probability exceeds it even when u·total
+        # rounds up
+        below = torch.nextafter(total, total.new_zeros(()))
+        target = torch.minimum(u.to(cdf.device).unsqueeze(-1) * total, below)
+        token = ids.gather(-1, torch.searchsorted(cdf, target, side="right"))
+        return torch.full_like(scores, -float("inf")).scatter_(-1, token, 0.0)

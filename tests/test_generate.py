@@ -1,4 +1,5 @@
-"""The fast nucleus warper keeps exactly what transformers' temperature + top-p warpers keep."""
+"""The fast nucleus warper keeps exactly what transformers' temperature + top-p warpers keep; the
+per-sample sampler draws from that distribution, and a sample depends on its prompt and seed only."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopPLogitsWarper, set_seed
 
-from harness.generate import NucleusWarper
+from harness.generate import NucleusSampler, NucleusWarper, Sampling, sample_seed
 from harness.models import load_model, load_tokenizer
+from harness.prompts import Prompt
+from harness.under_test.hf import TransformersModel
 
 
 @pytest.mark.parametrize("scale", [0.5, 3.0, 8.0, 30.0])
@@ -42,3 +45,55 @@ def test_generate_matches_transformers_sampling(tiny_model_dir: Path) -> None:
             runs.append(model.generate(**ids, do_sample=True, top_k=0, max_new_tokens=12,
                                        pad_token_id=tok.pad_token_id, **kwargs))
         assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("scale", [0.5, 8.0])  # flat rows: the sorted fallback; peaked: the probe
+def test_sampler_draws_from_the_warped_distribution(scale: float) -> None:
+    torch.manual_seed(3)
+    row = torch.randn(1, 600) * scale
+    n = 20_000
+    warped = NucleusWarper(0.7, 0.9, probe=64)(None, row.clone())
+    p = warped.softmax(-1)[0].double()
+    picks = NucleusSampler(0.7, 0.9, list(range(n)), probe=64)(None, row.expand(n, -1).clone())
+    assert torch.equal((picks == 0).sum(-1), torch.ones(n, dtype=torch.long))  # one token a row
+    freq = torch.bincount(picks.argmax(-1), minlength=600).double() / n
+    assert float(freq[p == 0].sum()) == 0.0  # nothing outside the nucleus
+    sigma = (p * (1 - p) / n).sqrt()
+    assert bool(((freq - p).abs() <= 5 * sigma + 1e-12).all()), float(((freq - p).abs() / sigma).max())
+
+
+def _sample_alone(model, tok, prompt: Prompt, sampling: Sampling) -> list[list[int]]:
+    """Each sample of ``prompt`` on its own: no batch, no shared prefill, the sampler of one row."""
+    from harness.generate import chat_prompt
+
+    ids = torch.tensor([tok(chat_prompt(tok, prompt.prompt), add_special_tokens=False)["input_ids"]])
+    out = []
+    for seed in sampling.seeds:
+        seq = model.generate(input_ids=ids, do_sample=False, max_new_tokens=sampling.max_new_tokens,
+                             logits_processor=[NucleusSampler(sampling.temperature, sampling.top_p,
+                                                              [sample_seed(prompt.prompt_id, seed)])],
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        out.append(seq[0, ids.shape[1]:].tolist())
+    return out
+
+
+@pytest.mark.parametrize("sharpen", [1.0, 8.0])  # flat: nucleus beyond the probe; sharper: inside
+def test_a_sample_depends_on_its_prompt_and_seed_only(tiny_model_dir: Path, sharpen: float) -> None:
+    """One batched pass with a shared prefill gives every prompt the samples it gets alone, in
+    any batch and order (the rule a resumed run relies on)."""
+    tok = load_tokenizer(str(tiny_model_dir))
+    # float64: batch shapes change the last bits of fp32 logits, and a flat row's draw can flip
+    model = load_model(str(tiny_model_dir)).double()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpen)
+    prompts = [Prompt("a", "Hi"), Prompt("b", "Write a long poem about the sea, please."),
+               Prompt("c", "Name three colours.")]
+    sampling = Sampling((0, 50, 100), 0.7, 0.9, max_new_tokens=10)
+    batched = TransformersModel(model, tok, batch_size=3, progress=False).sample(prompts, sampling)
+    alone = TransformersModel(model, tok, batch_size=1, progress=False).sample(prompts[::-1], sampling)[::-1]
+    assert batched == alone
+    for prompt, gen in zip(prompts, batched, strict=True):
+        want = _sample_alone(model, tok, prompt, sampling)
+        assert [tok.decode(w[:n], skip_special_tokens=True).strip()
+                for w, n in zip(want, gen.num_tokens, strict=True)] == gen.responses
+    assert len({r for g in batched for r in g.responses}) > 3  # seeds and prompts do differ

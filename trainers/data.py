@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from harness.artifacts import read_jsonl
 from harness.config import TrainingConfig
 from harness.errors import ConfigError, DataError
-from harness.logprobs import right_pad, sequence_logps
+from harness.logprobs import pad_rows, sequence_logps
 from harness.models import DTYPES, load_tokenizer
 from trainers.layout import LAYOUTS
 
@@ -75,10 +75,10 @@ def load_pairs(
 
 
 def collate(examples: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded [chosen_0..chosen_{B-1}, rejected_0..rejected_{B-1}] with a response mask."""
+    """Left-padded [chosen_0..chosen_{B-1}, rejected_0..rejected_{B-1}] with a response mask."""
     prefixes = [ex.prompt_ids for ex in examples] + [ex.rejected_context for ex in examples]
     responses = [ex.chosen_ids for ex in examples] + [ex.rejected_ids for ex in examples]
-    return right_pad(prefixes, responses, pad_id)
+    return pad_rows(prefixes, responses, pad_id)
 
 
 @dataclass(frozen=True)

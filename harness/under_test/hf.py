@@ -7,19 +7,19 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+from transformers import LogitsProcessor, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from harness.generate import (
-    SEED_STRIDE,
     TRANSFORMERS_SEED_RULE,
     Generation,
-    NucleusWarper,
+    NucleusSampler,
     Sampling,
     chat_prompt,
     eos_token_ids,
+    sample_seed,
 )
 from harness.judges.base import JudgeBatch, JudgeRequest, Judgment
-from harness.models import load_model, load_tokenizer
+from harness.models import kv_cache_name, load_model, load_tokenizer
 from harness.prompts import Prompt
 
 
@@ -48,7 +48,7 @@ class TransformersModel:
         return cls(load_model(path, dtype, device, trust_remote_code),
                    load_tokenizer(path, trust_remote_code), path, batch_size, progress)
 
-    seed_rule = TRANSFORMERS_SEED_RULE  # batches of batch_size prompts sorted by length
+    seed_rule = TRANSFORMERS_SEED_RULE
 
     def provenance(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.path}
@@ -81,38 +81,55 @@ class TransformersModel:
         k = len(sampling.seeds)
         out: list[Generation | None] = [None] * len(prompts)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        bar = tqdm(total=len(batches) * k, desc="generate", unit="pass", disable=not self.progress)
+        bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not self.progress)
         self.model.eval()
-        for b, idx in enumerate(batches):
-            if done and all(prompts[i].prompt_id in done for i in idx):
+        for idx in batches:
+            if not (done and all(prompts[i].prompt_id in done for i in idx)):
+                rows = self._sample_batch([encoded[i] for i in idx], [prompts[i].prompt_id for i in idx],
+                                          sampling)
+                for j, i in enumerate(idx):
+                    texts, ns, fin = zip(*rows[j * k : (j + 1) * k], strict=True)
+                    out[i] = Generation(list(texts), list(ns), list(fin))
+                if on_batch is not None:
+                    on_batch([(prompts[i], out[i]) for i in idx])  # type: ignore[misc]
+            else:
                 for i in idx:
                     out[i] = done[prompts[i].prompt_id]
-                bar.update(k)
-                continue
-            ids, mask, width = self._padded([encoded[i] for i in idx])
-            per_prompt: list[list[tuple[str, int, bool]]] = [[] for _ in idx]
-            for seed in sampling.seeds:
-                set_seed(seed + SEED_STRIDE * b)
-                seqs = self.model.generate(
-                    input_ids=ids, attention_mask=mask, do_sample=sampling.do_sample,
-                    # temperature and top_p are applied by NucleusWarper
-                    temperature=1.0, top_p=1.0, top_k=0,
-                    logits_processor=[NucleusWarper(sampling.temperature, sampling.top_p)],
-                    max_new_tokens=sampling.max_new_tokens, eos_token_id=self.eos,
-                    pad_token_id=tok.pad_token_id)
-                for row, new in enumerate(seqs[:, width:].tolist()):
-                    n, finished = self._cut(new)
-                    per_prompt[row].append((tok.decode(new[:n], skip_special_tokens=True).strip(), n,
-                                            finished))
-                bar.update(1)
-            for row, i in enumerate(idx):
-                texts, ns, fin = zip(*per_prompt[row], strict=True)
-                out[i] = Generation(list(texts), list(ns), list(fin))
-            if on_batch is not None:
-                on_batch([(prompts[i], out[i]) for i in idx])  # type: ignore[misc]
+            bar.update(len(idx))
         bar.close()
         assert all(g is not None and len(g.responses) == k for g in out)
         return out  # type: ignore[return-value]
+
+    def _sample_batch(self, seqs: list[list[int]], prompt_ids: list[str],
+                      sampling: Sampling) -> list[tuple[str, int, bool]]:
+        """All K samples of a batch of prompts in one ``generate`` call, prompt-major (prompt 0's K
+        samples first): the prompts' prefill runs once and its KV cache is repeated K times; each
+        row draws from its own generator (:class:`NucleusSampler`), seeded by prompt and seed_k."""
+        tok, k = self.tokenizer, len(sampling.seeds)
+        ids, mask, width = self._padded(seqs)
+        cache: dict[str, Any] = {}
+        if width > 1:  # the last prompt token is left to generate(), which needs one input to start
+            name = kv_cache_name(self.model)
+            pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() places them
+            prefill = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+                                 position_ids=pos[:, :-1], use_cache=True, logits_to_keep=1)
+            cache[name] = getattr(prefill, name)
+            cache[name].batch_repeat_interleave(k)
+        processors: list[LogitsProcessor] = []
+        if sampling.do_sample:
+            processors = [NucleusSampler(sampling.temperature, sampling.top_p,
+                                         [sample_seed(p, s) for p in prompt_ids for s in sampling.seeds])]
+        # greedy picks the token NucleusSampler drew; the model's own warpers are off
+        seqs_out = self.model.generate(
+            input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0),
+            do_sample=False, temperature=None, top_p=None, top_k=None, logits_processor=processors,
+            max_new_tokens=sampling.max_new_tokens, eos_token_id=self.eos, pad_token_id=tok.pad_token_id,
+            **cache)
+        rows = []
+        for new in seqs_out[:, width:].tolist():
+            n, finished = self._cut(new)
+            rows.append((tok.decode(new[:n], skip_special_tokens=True).strip(), n, finished))
+        return rows
 
     # chats ----------------------------------------------------------------------------------
     def encode_chat(self, messages: list[dict] | tuple[dict, ...]) -> list[int]:
