@@ -5,9 +5,9 @@ dtype (bf16), the same prompts and the same seeds, and each runs in its own proc
 memory is its own:
 
 - **harness**: ``python -m harness run --iters 1`` with the smoke profile cut to 64 prompts and no
-  benchmarks: generate (K seeded passes per batch of 48), rank (the offline default ranker,
-  batches of 16), probabilities, train (``native``: reference log-probabilities computed once,
-  then the policy alone in the loop), checkpoint.
+  benchmarks: generate (one K·48-row pass per batch of 48 prompts, prefill shared), rank (the
+  offline default ranker, batches of 16), probabilities, train (``native``: reference
+  log-probabilities computed once, then the policy alone in the loop), checkpoint.
 - **official**: the shape of the SPPO repository's scripts: K seeded generation passes over all
   prompts, ranking one candidate at a time (the official script calls PairRM with
   ``batch_size=1``; here the same ranker as the harness's), the same probability arithmetic, and

@@ -3,9 +3,10 @@
 Four ways to draw K = 5 samples per prompt from the embedded model, same prompts, same lengths:
 
 - ``harness_batch1``: the harness's ``TransformersModel.sample`` one prompt at a time;
-- ``harness_batched``: the same at the run's batch (the smoke profile's 48 prompts per batch). It
-  makes K seeded passes over each batch, which is the official recipe's shape (K seeded passes
-  over all prompts), so the official shape is not a separate path here;
+- ``harness_batched``: the same at the run's batch (the smoke profile's 48 prompts per batch): one
+  pass of K·48 rows per batch, the prompts' prefill run once and shared by their K samples, each
+  sample drawn from its own seeded generator (the official recipe's shape, K seeded passes over
+  all prompts, is section 4's official side);
 - ``naive``: what a user would write first: per prompt, ``model.generate`` with
   ``num_return_sequences=K`` and transformers' own temperature/top-p;
 - the rooflines: at batch 1 a decoding step reads every weight once, so tokens/s ≤ bandwidth /

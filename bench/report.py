@@ -43,8 +43,9 @@ def generation_section(g: dict[str, Any], targets: list[list[str]]) -> list[str]
         f"Embedded model ({g['parameters'] / 1e6:.1f} M parameters, {g['weight_bytes'] / 2**20:.0f} MiB of "
         f"{g['dtype']} weights), K = {g['k']} samples per prompt, at most {g['max_new_tokens']} new tokens, "
         f"T {g['sampling']['temperature']}, top-p {g['sampling']['top_p']}. Tokens/s counts the new tokens "
-        "kept. The harness's path makes K seeded passes over each batch, the official recipe's shape "
-        "(K seeded passes over all prompts), so that shape is the `harness` rows.",
+        "kept. The harness's path makes one pass of K·B rows per batch of B prompts, their prefill shared "
+        "by the K samples, each sample seeded on its own (the official recipe's K seeded passes over all "
+        "prompts are section 4's official side).",
         "",
         *_table(["path", "prompts", "samples", "new tokens", "time", "tokens/s", "of its roofline"], [
             ["harness, batch 1", b1["prompts"], b1["samples"], b1["new_tokens"], f"{b1['seconds']} s",
@@ -134,14 +135,18 @@ def training_section(t: dict[str, Any], targets: list[list[str]]) -> list[str]:
              f"{r['final_loss']:.1f}"] for b, r in rows.items()]),
         "",
     ]
-    if t.get("fp32_agreement"):
-        a = t["fp32_agreement"]
-        lines += [f"Loss agreement with fp32 (native backend, same weights and batch, first step): "
-                  f"{a[dtype]:.3f} in {dtype} autocast against {a['fp32']:.3f} in fp32, a relative "
-                  f"difference of {a['relative_difference']:.2e}. At the first step the policy is its "
-                  "reference, so the SPPO loss is mostly its constant target term (η²·(p − ½)²); the "
-                  "relative figure is therefore small by construction and bounds the log-probabilities' "
-                  "bf16 error only loosely (a direct log-probability comparison was not made).", ""]
+    a = t.get("logratio_agreement")
+    if a:
+        lines += [f"Log-probability agreement with fp32 (native backend, after its {rows['native']['steps']} "
+                  f"steps, so the policy differs from its reference): each of {a['sequences']} pairs' "
+                  f"chosen and rejected log-ratio log π − log π_ref, computed with the same weights in "
+                  f"{dtype} autocast and in fp32, differs by at most {a['max_abs_difference']} nats (mean "
+                  f"{a['mean_abs_difference']}), against an fp32 spread (std across pairs) of "
+                  f"{a['fp32_logratio_std']} nats; correlation {a['correlation']}. Tolerance, fixed before "
+                  f"measuring: {a['tolerance']}.", ""]
+        targets.append([f"{dtype} log-ratios agree with fp32 ({a['tolerance']})",
+                        f"largest difference {a['max_abs_difference']} (std {a['fp32_logratio_std']})",
+                        _verdict(a["passed"])])
     native = rows.get("native")
     if native:
         targets.append([f"training ≥ 40 % MFU ({dtype} peak), native", _pct(native["mfu"]),

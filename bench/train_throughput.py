@@ -52,10 +52,51 @@ def preference_pool(path: Path, pairs: int, response_tokens: int) -> None:
     } for i in range(pairs)))
 
 
+# bf16 log-ratios (log π − log π_ref, the quantity SPPO trains on) pass when every pair's is
+# within this share of the fp32 log-ratios' standard deviation across pairs
+LOGRATIO_TOLERANCE = 0.1
+
+
+@torch.no_grad()
+def logratio_agreement(policy: str, reference: str, prefs: Path, cfg: TrainingConfig) -> dict[str, Any]:
+    """Each pair's chosen and rejected log-ratio of the trained policy against the reference,
+    computed under ``cfg.dtype`` autocast and in fp32 with the same weights, and how far apart."""
+    from harness.logprobs import sequence_logps
+    from trainers.data import autocast, collate, load_pairs
+
+    tok = load_tokenizer(reference)
+    pairs = load_pairs(prefs, tok, cfg.max_length, cfg.max_prompt_length)
+    models = {name: load_model(path, "float32").eval()
+              for name, path in (("policy", policy), ("reference", reference))}
+    ratios = {}
+    for dtype in ("float32", cfg.dtype):
+        logps = {}
+        for name, model in models.items():
+            parts = []
+            for i in range(0, len(pairs), cfg.per_device_batch_size):
+                batch = collate(pairs[i : i + cfg.per_device_batch_size], tok.pad_token_id)
+                with autocast(torch.device("cpu"), dtype):
+                    lp, _ = sequence_logps(model, batch)
+                parts.append(lp.double())
+            logps[name] = torch.cat(parts)
+        ratios[dtype] = logps["policy"] - logps["reference"]
+    exact, low = ratios["float32"], ratios[cfg.dtype]
+    spread = float(exact.std())
+    gap = (low - exact).abs()
+    return {"sequences": len(exact), "fp32_logratio_std": round(spread, 4),
+            "fp32_logratio_mean_abs": round(float(exact.abs().mean()), 4),
+            "max_abs_difference": round(float(gap.max()), 4),
+            "mean_abs_difference": round(float(gap.mean()), 4),
+            "correlation": round(float(torch.corrcoef(torch.stack([exact, low]))[0, 1]), 5),
+            "tolerance": f"every pair's difference ≤ {LOGRATIO_TOLERANCE} × the fp32 std",
+            "passed": float(gap.max()) <= LOGRATIO_TOLERANCE * spread}
+
+
 def one(backend: str, prefs: Path, cfg: TrainingConfig, device: str) -> dict[str, Any]:
     from trainers import TrainRequest, get_trainer
 
     params = sum(p.numel() for p in load_model(resolve_source(EMBEDDED)).parameters())  # freed
+    agreement = None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ckpt"
         out.mkdir()
@@ -63,19 +104,21 @@ def one(backend: str, prefs: Path, cfg: TrainingConfig, device: str) -> dict[str
         r = get_trainer(backend).train(TrainRequest(
             model_path=path, reference_path=path, preferences=prefs, output_dir=out,
             log_path=Path(tmp) / "log.jsonl", config=cfg, seed=0, device=device, progress=False))
-    if device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() / 2**30
-        kind = "cuda max_memory_allocated"
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
-        kind = "max RSS"
+        if device.startswith("cuda"):
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            kind = "cuda max_memory_allocated"
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+            kind = "max RSS"
+        if backend == "native" and cfg.dtype != "float32" and device == "cpu":
+            agreement = logratio_agreement(str(out), path, prefs, cfg)  # after the peak is read
     # Model-FLOPs utilisation: 6·N per token (forward + backward) over the dtype's measured peak.
     achieved = 6 * params * r.tokens / r.seconds / 1e9
     return {"backend": backend, "steps": r.steps, "tokens": r.tokens,
             "loop_seconds": round(r.seconds, 2), "tokens_per_second": round(r.tokens / r.seconds, 1),
             "model_gflops_per_second": round(achieved, 1),
             "peak_memory_gib": round(peak, 2), "peak_memory_kind": kind,
-            "first_loss": r.losses[0], "final_loss": r.losses[-1]}
+            "first_loss": r.losses[0], "final_loss": r.losses[-1], "logratio_agreement": agreement}
 
 
 def step_profile(prefs: Path, cfg: TrainingConfig) -> dict[str, Any]:
@@ -151,25 +194,16 @@ def main() -> None:
             row["mfu"] = round(row["model_gflops_per_second"] / peak, 3)
             rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
-        agreement = None
-        if "native" in args.backends and args.dtype != "float32":
-            # the first step's loss (same weights, same batch) in fp32: one step of the same pool
-            cmd = [sys.executable, "-m", "bench.train_throughput", "--child", str(prefs), "--backends",
-                   "native", "--dtype", "float32", "--micro-batch", str(args.micro_batch),
-                   "--epochs", str(cfg.global_batch_size / args.pairs), "--device", args.device]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode:
-                sys.exit(f"fp32 reference step failed:\n{done.stderr[-3000:]}")
-            fp32 = json.loads(done.stdout.strip().splitlines()[-1])["first_loss"]
-            low = next(r for r in rows if r["backend"] == "native")["first_loss"]
-            agreement = {"fp32": fp32, args.dtype: low, "relative_difference": abs(low - fp32) / abs(fp32)}
-            print(json.dumps({"fp32_agreement": agreement}), flush=True)
+        native = next((r for r in rows if r["backend"] == "native"), {})
+        agreement = native.get("logratio_agreement")
+        if agreement:
+            print(json.dumps({"logratio_agreement": agreement}), flush=True)
     write_json(args.out, {
         "benchmark": "train_throughput", "model": EMBEDDED, "pairs": args.pairs,
         "response_tokens": args.response_tokens, "config": cfg.model_dump(mode="json"),
         "device": args.device, "machine": machine(),
         "matmul_peak_gflops": {args.dtype: round(peak, 1)}, "threads": torch.get_num_threads(),
-        "packages": package_versions(), "results": rows, "fp32_agreement": agreement,
+        "packages": package_versions(), "results": rows, "logratio_agreement": agreement,
         "native_step_profile": profiled})
     print(f"written {args.out}")
 

@@ -23,3 +23,20 @@ def test_report_verdicts_follow_the_figures(tmp_path: Path) -> None:
     assert rows["peak memory of a smoke iteration < 6 GB"].endswith("| 6.4 GB | **missed** |")
     for section in ("## 1. Generation", "## 2. Ranking", "## 3. Training", "## 4. End to end", "## Targets"):
         assert section in text
+
+
+def test_logratio_agreement_is_a_target_with_its_tolerance(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    train = json.loads((results / "train_throughput.json").read_text())
+    for gap, verdict in ((0.3, "met"), (0.9, "**missed**")):
+        train["logratio_agreement"] = {
+            "sequences": 128, "fp32_logratio_std": 4.0, "fp32_logratio_mean_abs": 3.0,
+            "max_abs_difference": gap, "mean_abs_difference": 0.1, "correlation": 0.999, "passed": gap <= 0.4,
+            "tolerance": "every pair's difference ≤ 0.1 × the fp32 std"}
+        (results / "train_throughput.json").write_text(json.dumps(train))
+        text = write_report(results, tmp_path / "REPORT.md", tmp_path / "no-analysis.md").read_text()
+        row = next(line for line in text.splitlines() if line.startswith("| bfloat16 log-ratios agree"))
+        assert row.endswith(f"| largest difference {gap} (std 4.0) | {verdict} |")
+        assert row.count("|") == 4  # three cells
+        assert f"differs by at most {gap} nats" in text
