@@ -138,10 +138,10 @@ def training_section(t: dict[str, Any], targets: list[list[str]]) -> list[str]:
     a = t.get("logratio_agreement")
     if a:
         lines += [f"Log-probability agreement with fp32 (native backend, after its {rows['native']['steps']} "
-                  f"steps, so the policy differs from its reference): each of {a['sequences']} pairs' "
-                  f"chosen and rejected log-ratio log π − log π_ref, computed with the same weights in "
-                  f"{dtype} autocast and in fp32, differs by at most {a['max_abs_difference']} nats (mean "
-                  f"{a['mean_abs_difference']}), against an fp32 spread (std across pairs) of "
+                  f"steps, so the policy differs from its reference): each of {a['sequences']} log-ratios "
+                  "log π − log π_ref (every pair's chosen and rejected response), computed with the same "
+                  f"weights in {dtype} autocast and in fp32, differs by at most {a['max_abs_difference']} "
+                  f"nats (mean {a['mean_abs_difference']}), against an fp32 spread (std across them) of "
                   f"{a['fp32_logratio_std']} nats; correlation {a['correlation']}. Tolerance, fixed before "
                   f"measuring: {a['tolerance']}.", ""]
         targets.append([f"{dtype} log-ratios agree with fp32 ({a['tolerance']})",
