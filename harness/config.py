@@ -50,7 +50,8 @@ class SamplingConfig(_Strict):
     temperature: float = Field(0.7, gt=0)
     top_p: float = Field(0.9, gt=0, le=1)
     max_new_tokens: int = Field(2048, ge=1, description="new tokens per response (answer length)")
-    batch_size: int = Field(16, ge=1, description="prompts per generation batch")
+    batch_size: int = Field(16, ge=1, description="prompts per generation batch (transformers: one "
+                            "pass of K × batch_size rows, the prompts' prefill shared by their K samples)")
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
 
     @model_validator(mode="after")

@@ -106,7 +106,13 @@ def test_artifact_contract(finished_run: Path) -> None:
     csv_lines = (root / "leaderboard.csv").read_text().splitlines()
     assert len(csv_lines) == 4  # header, base, Iter1, Iter2
     page = (root / "leaderboard.html").read_text()
-    assert "SPPO Iter2" in page and "data:image/png;base64," in page
+    assert "SPPO Iter2" in page
+    # a figure when the win rate moved; with the same value at both iterations the page says why not
+    rates = {read_json(root / f"iter-{t}" / "eval" / "win_rate_vs_base" / "results.json")
+             ["metrics"]["win_rate"] for t in (1, 2)}
+    assert ("data:image/png;base64," in page) == (len(rates) > 1)
+    unplotted = "not plotted: win rate vs base (%) [1]: the same value at every iteration"
+    assert (unplotted in page) == (len(rates) == 1)
     assert not list(root.rglob(".*tmp-*"))  # no temporary leftovers
     assert not (root / ".lock").exists()
 
