@@ -61,24 +61,17 @@ LOGRATIO_TOLERANCE = 0.1
 def logratio_agreement(policy: str, reference: str, prefs: Path, cfg: TrainingConfig) -> dict[str, Any]:
     """Each pair's chosen and rejected log-ratio of the trained policy against the reference,
     computed under ``cfg.dtype`` autocast and in fp32 with the same weights, and how far apart."""
-    from harness.logprobs import sequence_logps
-    from trainers.data import autocast, collate, load_pairs
+    from trainers.data import accelerator, load_pairs, pair_logps
 
-    tok = load_tokenizer(reference)
+    tok, acc = load_tokenizer(reference), accelerator("cpu", 1)
     pairs = load_pairs(prefs, tok, cfg.max_length, cfg.max_prompt_length)
-    models = {name: load_model(path, "float32").eval()
+    models = {name: load_model(path, "float32")
               for name, path in (("policy", policy), ("reference", reference))}
     ratios = {}
     for dtype in ("float32", cfg.dtype):
-        logps = {}
-        for name, model in models.items():
-            parts = []
-            for i in range(0, len(pairs), cfg.per_device_batch_size):
-                batch = collate(pairs[i : i + cfg.per_device_batch_size], tok.pad_token_id)
-                with autocast(torch.device("cpu"), dtype):
-                    lp, _ = sequence_logps(model, batch)
-                parts.append(lp.double())
-            logps[name] = torch.cat(parts)
+        logps = {name: pair_logps(model, pairs, cfg.per_device_batch_size, tok.pad_token_id, acc, dtype,
+                                  False, name, False).double().flatten()
+                 for name, model in models.items()}
         ratios[dtype] = logps["policy"] - logps["reference"]
     exact, low = ratios["float32"], ratios[cfg.dtype]
     spread = float(exact.std())

@@ -84,7 +84,10 @@ class TransformersModel:
         bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not self.progress)
         self.model.eval()
         for idx in batches:
-            if not (done and all(prompts[i].prompt_id in done for i in idx)):
+            if done and all(prompts[i].prompt_id in done for i in idx):
+                for i in idx:
+                    out[i] = done[prompts[i].prompt_id]
+            else:
                 rows = self._sample_batch([encoded[i] for i in idx], [prompts[i].prompt_id for i in idx],
                                           sampling)
                 for j, i in enumerate(idx):
@@ -92,9 +95,6 @@ class TransformersModel:
                     out[i] = Generation(list(texts), list(ns), list(fin))
                 if on_batch is not None:
                     on_batch([(prompts[i], out[i]) for i in idx])  # type: ignore[misc]
-            else:
-                for i in idx:
-                    out[i] = done[prompts[i].prompt_id]
             bar.update(len(idx))
         bar.close()
         assert all(g is not None and len(g.responses) == k for g in out)
