@@ -26,7 +26,7 @@ import torch
 
 from bench.hardware import matmul_gflops
 from harness.artifacts import write_json, write_jsonl
-from harness.config import TrainingConfig
+from harness.config import TrainingConfig, load_config
 from harness.models import load_model, load_tokenizer, resolve_source
 from harness.prompts import load_source
 from harness.provenance import machine, package_versions
@@ -151,21 +151,27 @@ def step_profile(prefs: Path, cfg: TrainingConfig) -> dict[str, Any]:
                         for e in events[:10]]}
 
 
+def smoke_training(micro_batch: int | None, epochs: float | None, dtype: str) -> TrainingConfig:
+    """The embedded model's smoke-profile training config (the README run's), with the bench's
+    overrides."""
+    cfg = load_config("smollm2-135m", profile="smoke").training
+    changes = {"per_device_batch_size": micro_batch, "epochs": epochs, "dtype": dtype}
+    return cfg.model_copy(update={k: v for k, v in changes.items() if v is not None})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", nargs="+", default=["native", "trl"])
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--response-tokens", type=int, default=64)
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
-    ap.add_argument("--micro-batch", type=int, default=8)
-    ap.add_argument("--epochs", type=float, default=2)
+    ap.add_argument("--micro-batch", type=int, help="pairs per forward (default: the smoke profile's)")
+    ap.add_argument("--epochs", type=float, help="default: the smoke profile's")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=Path("bench/results/train_throughput.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    cfg = TrainingConfig(loss="sppo", learning_rate=1e-5, global_batch_size=8,
-                         per_device_batch_size=args.micro_batch, epochs=args.epochs,
-                         max_length=256, max_prompt_length=192, dtype=args.dtype)
+    cfg = smoke_training(args.micro_batch, args.epochs, args.dtype)
     if args.child:
         prefs = Path(args.child)
         print(json.dumps(one(args.backends[0], prefs, cfg, args.device)))
@@ -179,7 +185,7 @@ def main() -> None:
         for backend in args.backends:
             cmd = [sys.executable, "-m", "bench.train_throughput", "--child", str(prefs),
                    "--backends", backend, "--dtype", args.dtype, "--micro-batch",
-                   str(args.micro_batch), "--epochs", str(args.epochs), "--device", args.device]
+                   str(cfg.per_device_batch_size), "--epochs", str(cfg.epochs), "--device", args.device]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{backend} failed:\n{done.stderr[-3000:]}")

@@ -3,10 +3,18 @@ SPPO trains on), and of the next token after a prompt (the verdict of a log-prob
 
 from __future__ import annotations
 
+import copy
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
 import torch
 from tqdm.auto import tqdm
 
 from harness.models import kv_cache_name
+
+T = TypeVar("T")
 
 
 def pad_rows(prefixes: list[list[int]], responses: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -70,40 +78,137 @@ def batched_logps(
 def next_token_logprobs(
     model: torch.nn.Module,
     seqs: list[list[int]],
-    pad_id: int,
     token_ids: list[int],
     top: int = 0,
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "next token",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """log p(next token) after each sequence, in left-padded batches sorted by length.
+    """log p(next token) after each sequence; sequences that share a prefix run it once
+    (:func:`shared_prefix_logprobs`).
 
     Returns ``[N, len(token_ids)]`` log-probs of ``token_ids``, and the ``top`` most likely next
     tokens as ``[N, top]`` log-probs and ids.
     """
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    chosen = torch.zeros(len(seqs), len(token_ids), dtype=torch.float64)
-    top_lp = torch.zeros(len(seqs), top, dtype=torch.float64)
-    top_ids = torch.zeros(len(seqs), top, dtype=torch.long)
-    device = next(model.parameters()).device
-    wanted = torch.tensor(token_ids, device=device)
+    weights = next(model.parameters())
+    wanted = torch.tensor(token_ids, device=weights.device)
+
+    def take(_: int, logp: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        last = logp[-1]
+        v, i = last.topk(top) if top else (last[:0], wanted[:0])
+        return last[wanted].double().cpu(), v.double().cpu(), i.cpu()
+
     model.eval()
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
-        idx = order[s : s + batch_size]
-        width = max(len(seqs[i]) for i in idx)
-        ids = torch.tensor([[pad_id] * (width - len(seqs[i])) + seqs[i] for i in idx], device=device)
-        mask = torch.tensor([[0] * (width - len(seqs[i])) + [1] * len(seqs[i]) for i in idx],
-                            device=device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                       logits_to_keep=1).logits[:, -1]
-        logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
-        chosen[idx] = logp[:, wanted].double().cpu()
-        if top:
-            v, i = logp.topk(top, dim=-1)
-            top_lp[idx], top_ids[idx] = v.double().cpu(), i.cpu()
-    return chosen, top_lp, top_ids
+    bar = tqdm(total=len(seqs), desc=desc, disable=not progress)
+    rows = shared_prefix_logprobs(model, [Scored(tuple(s), len(s) - 1) for s in seqs], batch_size,
+                                  torch.promote_types(weights.dtype, torch.float32), take,
+                                  lambda chunk: bar.update(len(chunk)))
+    bar.close()
+    chosen, top_lp, top_ids = (torch.stack(parts) for parts in zip(*rows, strict=True))
+    return chosen, top_lp, top_ids.long()
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model input and the first position whose next-token log-probs are wanted."""
+
+    tokens: tuple[int, ...]
+    first: int
+
+
+MIN_SHARED = 16  # a shorter common prefix is not worth a forward of its own
+FAMILY_SPAN = 256  # the most inputs one family may hold (bounds the partition's search)
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def families(inputs: list[Scored], min_shared: int = MIN_SHARED) -> list[tuple[int, list[int]]]:
+    """Groups of inputs that run a common prefix once, as (prefix length, indices into ``inputs``).
+
+    Inputs are sorted by their tokens, so inputs sharing a prefix are neighbours; a family is a
+    run of them and its prefix the shortest common prefix of neighbours in it, cut before any
+    position whose log-probs are read. The runs are chosen to save the most prefix tokens,
+    (members − 1) × prefix summed over families (dynamic programming over the sorted order): one
+    MMLU subject's five shots form a family rather than every subject sharing the few words their
+    instructions start with. A prefix under ``min_shared`` tokens saves nothing.
+    """
+    order = sorted(range(len(inputs)), key=lambda i: inputs[i].tokens)
+    n = len(order)
+    # shared[k]: what neighbours k and k+1 may share
+    shared = [min(_common_prefix(inputs[a].tokens, inputs[b].tokens), inputs[a].first, inputs[b].first)
+              for a, b in itertools.pairwise(order)]
+    best = [0] * (n + 1)  # best[j]: the most tokens saved over the first j inputs
+    cut = list(range(n + 1))  # cut[j]: where the last family of that best partition starts
+    for j in range(1, n + 1):
+        best[j], cut[j] = best[j - 1], j - 1  # input j-1 alone
+        low = None
+        for i in range(j - 2, max(-1, j - 1 - FAMILY_SPAN), -1):  # a family of inputs i..j-1
+            low = shared[i] if low is None else min(low, shared[i])
+            if low < min_shared:
+                break
+            if best[i] + (j - 1 - i) * low > best[j]:
+                best[j], cut[j] = best[i] + (j - 1 - i) * low, i
+    out = []
+    j = n
+    while j > 0:
+        i = cut[j]
+        out.append((min(shared[i : j - 1]) if j - i > 1 else 0, order[i:j]))
+        j = i
+    return out[::-1]
+
+
+@torch.no_grad()
+def shared_prefix_logprobs(
+    model: torch.nn.Module,
+    inputs: list[Scored],
+    batch_size: int,
+    softmax_dtype: torch.dtype | None,
+    take: Callable[[int, torch.Tensor], T],
+    on_chunk: Callable[[list[int]], None] | None = None,
+) -> list[T]:
+    """``take(i, logp)`` per input, ``logp`` being log-softmax over the vocabulary at positions
+    ``first`` to the end of input i ([positions, vocabulary]; ``softmax_dtype`` None: the logits').
+
+    Each :func:`families` prefix runs once and its KV cache continues every member (right-padded
+    rows, so padding only follows real tokens; positions count on from the prefix); logits are
+    computed only from the first position any member of a batch reads. The caller's autocast, if
+    any, applies.
+    """
+    out: list[T | None] = [None] * len(inputs)
+    device = next(model.parameters()).device
+    name = kv_cache_name(model)
+    for shared, members in families(inputs):
+        members.sort(key=lambda i: -len(inputs[i].tokens))  # less padding per batch
+        cache = None
+        if shared:
+            prefix = torch.tensor([inputs[members[0]].tokens[:shared]], device=device)
+            cache = getattr(model(input_ids=prefix, use_cache=True, logits_to_keep=1), name)
+        for s in range(0, len(members), batch_size):
+            chunk = members[s : s + batch_size]
+            rest = [inputs[i].tokens[shared:] for i in chunk]
+            width = max(map(len, rest))
+            ids = torch.tensor([list(r) + [0] * (width - len(r)) for r in rest], device=device)
+            skip = min(inputs[i].first for i in chunk) - shared  # columns before any read one
+            kwargs: dict[str, Any] = {}
+            if cache is not None:
+                kwargs[name] = copy.deepcopy(cache)
+                kwargs[name].batch_repeat_interleave(len(chunk))
+                positions = torch.arange(shared, shared + width, device=device)
+                kwargs["position_ids"] = positions.expand(len(chunk), -1)
+            logits = model(input_ids=ids, use_cache=cache is not None, logits_to_keep=width - skip,
+                           **kwargs).logits
+            logp = torch.nn.functional.log_softmax(logits, dim=-1, dtype=softmax_dtype)
+            for j, i in enumerate(chunk):
+                out[i] = take(i, logp[j, inputs[i].first - shared - skip : len(rest[j]) - skip])
+            if on_chunk is not None:
+                on_chunk(chunk)
+    return out  # type: ignore[return-value]
 
 
 @torch.inference_mode()

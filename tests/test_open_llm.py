@@ -1,6 +1,7 @@
 """Open LLM Leaderboard through lm-eval: v1 converters on real mirror rows, local task configs, and
-the harness's numbers equal to lm-eval called directly (same model, task, shots, limit, seed); v2's
-normalisation against hand-computed values."""
+the harness's numbers equal to lm-eval called directly (same model, task, shots, limit, seed); the
+shared-prefix log-likelihoods equal HFLM's per request; v2's normalisation against hand-computed
+values."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 
 from harness import datafiles
 from harness.benchmarks import open_llm
+from harness.logprobs import Scored, families
 from harness.models import load_model, load_tokenizer
 from harness.under_test.hf import TransformersModel
+from harness.under_test.hf_lm_eval import PrefixSharingHFLM
 
 
 @pytest.fixture
@@ -131,7 +134,9 @@ def test_harness_numbers_equal_lm_eval_called_directly(
         n = limits.get(name, 3)
         direct = simple_evaluate(model=lm, tasks=[local], num_fewshot=shots, limit=n,
                                  task_manager=manager)  # lm-eval's default seeds, as the leaderboard
-        assert m["tasks"][name]["score"] == 100 * direct["results"][local][key]  # identical
+        # the harness scores with PrefixSharingHFLM: the same inputs, the forward split at a shared
+        # prefix, so equal to rounding (fp32 here; per-request agreement is tested below)
+        assert m["tasks"][name]["score"] == pytest.approx(100 * direct["results"][local][key], abs=1e-3)
         assert m["tasks"][name]["n"] == n and m["tasks"][name]["n_shot"] == shots
     assert m["average"] == pytest.approx(sum(m["tasks"][t]["score"] for t in tasks[:3]) / 3)
     assert "validation split" in m["tasks"]["winogrande"]["fewshot_deviation"]
@@ -142,6 +147,59 @@ def test_harness_numbers_equal_lm_eval_called_directly(
                 if k.endswith("seed")}
     assert got["provenance"]["seeds"] == defaults and defaults["fewshot_random_seed"] == 1234
     assert json.loads((tmp_path / "ol" / "results.json").read_text())["metrics"] == m
+
+
+def test_families_share_the_longest_prefix_that_reads_no_scored_logit() -> None:
+    intro = tuple(range(100, 112))  # what every subject's instruction starts with
+    shots = {s: intro + tuple(range(1000 * s, 1000 * s + 40)) for s in (1, 2)}
+    inputs = [Scored(shots[1] + (7, 8, 9), 52), Scored(shots[2] + (5, 5), 52),
+              Scored(shots[1] + (7, 9, 9, 9), 53), Scored(shots[2] + (6,), 52),
+              Scored((1, 2, 3), 2),  # shares nothing with anyone
+              # one context, two multi-token continuations: capped below the first scored position
+              Scored((*range(50, 80), 1, 2), 28), Scored((*range(50, 80), 1, 3), 29)]
+    got = sorted((shared, sorted(m)) for shared, m in families(inputs))
+    assert got == [(0, [4]), (28, [5, 6]), (52, [0, 2]), (52, [1, 3])]
+    for shared, members in families(inputs):
+        assert all(shared <= inputs[i].first for i in members)
+        assert all(inputs[i].tokens[:shared] == inputs[members[0]].tokens[:shared] for i in members)
+
+
+def test_shared_prefix_log_likelihoods_equal_hflms_per_request(tiny_model_dir: Path) -> None:
+    """Few-shot-like requests (shared shots, choices of one context, one- and multi-token
+    continuations, a context cut to max_length): the same (log p, greedy) as HFLM within 1e-4 nats
+    in fp32, with fewer tokens forwarded."""
+    import random
+
+    from lm_eval.models.huggingface import HFLM
+
+    model, tok = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
+    rng = random.Random(0)
+    draw = lambda n: [rng.randrange(5, 4000) for _ in range(n)]  # noqa: E731
+    requests = []
+    for s in range(3):
+        shots = draw(120)
+        for q in range(3):
+            context = shots + draw(rng.randrange(5, 30))
+            for c in range(4):
+                requests.append(((f"{s}/{q}/{c}", ""), context, draw(1 if s == 0 else rng.randrange(1, 6))))
+    requests += [(("long", ""), draw(600), draw(3)), (("short", ""), [7, 8], [9, 10, 11])]
+    forwarded: list[int] = []
+    hook = model.register_forward_pre_hook(  # HFLM passes the ids by position, we by name
+        lambda _, args, kwargs: forwarded.append(kwargs.get("input_ids", args[0] if args else None).numel()),
+        with_kwargs=True)
+    try:
+        ours = PrefixSharingHFLM(pretrained=model, tokenizer=tok, batch_size=4, device="cpu")
+        got = ours._loglikelihood_tokens(requests, disable_tqdm=True)
+        shared_tokens, forwarded[:] = sum(forwarded), []
+        want = HFLM(pretrained=model, tokenizer=tok, batch_size=4, device="cpu")._loglikelihood_tokens(
+            requests, disable_tqdm=True)
+        full_tokens = sum(forwarded)
+    finally:
+        hook.remove()
+    assert ours.max_length == 512  # the long request was cut from the left, as HFLM cuts it
+    assert [g[1] for g in got] == [w[1] for w in want]
+    assert max(abs(g[0] - w[0]) for g, w in zip(got, want, strict=True)) < 1e-4
+    assert shared_tokens < 0.5 * full_tokens
 
 
 def test_cli_runs_open_llm_on_a_checkpoint(

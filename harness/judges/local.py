@@ -98,7 +98,7 @@ class LocalJudge:
         ids = [self.token_id(t) for t in tokens]
         seqs = [self._encode(c, str(i)) for i, c in enumerate(conversations)]
         chosen, top_lp, top_ids = next_token_logprobs(
-            self.model, seqs, tok.pad_token_id, ids, top=top, batch_size=self.batch_size,
+            self.model, seqs, ids, top=top, batch_size=self.batch_size,
             progress=self.progress, desc=f"judge ({self.name})")
         return [
             Verdict(dict(zip(tokens, chosen[i].tolist(), strict=True)),

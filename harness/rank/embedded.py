@@ -77,8 +77,7 @@ class YesNoJudgeRanker:
     def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
         seqs = [self.judge_prompt(p, c) for p, cands in zip(prompts, candidates, strict=True)
                 for c in cands]
-        lp, _, _ = next_token_logprobs(self.model, seqs, self.tokenizer.pad_token_id,
-                                       [self.yes, self.no], batch_size=self.batch_size,
+        lp, _, _ = next_token_logprobs(self.model, seqs, [self.yes, self.no], batch_size=self.batch_size,
                                        progress=self.progress, desc=f"rank ({self.name})")
         flat = (lp[:, 0] - lp[:, 1]).tolist()
         return split_flat(flat, candidates)

@@ -186,7 +186,7 @@ class TransformersModel:
 
     # lm-eval ---------------------------------------------------------------------------------
     def lm_eval(self, batch_size: int) -> Any:
-        from lm_eval.models.huggingface import HFLM
+        from harness.under_test.hf_lm_eval import PrefixSharingHFLM
 
-        return HFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=batch_size,
-                    device=str(self.model.device))
+        return PrefixSharingHFLM(pretrained=self.model, tokenizer=self.tokenizer,
+                                 batch_size=batch_size, device=str(self.model.device))
