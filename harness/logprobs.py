@@ -176,14 +176,16 @@ def shared_prefix_logprobs(
     ``first`` to the end of input i ([positions, vocabulary]; ``softmax_dtype`` None: the logits').
 
     Each :func:`families` prefix runs once and its KV cache continues every member (right-padded
-    rows, so padding only follows real tokens; positions count on from the prefix); logits are
-    computed only from the first position any member of a batch reads. The caller's autocast, if
-    any, applies.
+    rows, so padding only follows real tokens; positions count on from the prefix); inputs that
+    share nothing run in batches of their own. Logits are computed only from the first position any
+    row of a batch reads. The caller's autocast, if any, applies.
     """
     out: list[T | None] = [None] * len(inputs)
     device = next(model.parameters()).device
     name = kv_cache_name(model)
-    for shared, members in families(inputs):
+    groups = families(inputs)
+    alone = [i for shared, members in groups if not shared for i in members]  # batched together
+    for shared, members in [g for g in groups if g[0]] + ([(0, alone)] if alone else []):
         members.sort(key=lambda i: -len(inputs[i].tokens))  # less padding per batch
         cache = None
         if shared:
