@@ -43,21 +43,33 @@ class PrefixSharingHFLM(HFLM):
             elif first < inputs[n].first:
                 inputs[n] = Scored(tokens, first)
             asked.append((n, first, continuation))
+        for_input: dict[int, list[int]] = {}  # the requests each input answers
+        for r, (n, _, _) in enumerate(asked):
+            for_input.setdefault(n, []).append(r)
+
+        def answer(n: int, logp: torch.Tensor) -> list[tuple[int, tuple[float, bool]]]:
+            """Its requests' (log p, greedy), taken while the batch's logits are alive."""
+            out = []
+            for r in for_input[n]:
+                _, first, continuation = asked[r]
+                rows = logp[first - inputs[n].first :][: len(continuation)]
+                target = torch.tensor(continuation, device=rows.device)
+                out.append((r, (float(rows.gather(-1, target[:, None]).sum()),
+                                bool((rows.argmax(-1) == target).all()))))
+            return out
+
         batch = override_bs or (self.batch_size if isinstance(self.batch_size, int) else 8)
         bar = tqdm(total=len(inputs), disable=disable_tqdm or self.rank != 0,
                    desc="Running loglikelihood requests (shared prefixes)")
         with torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                             enabled=self.mixed_precision_dtype is not None):
-            rows = shared_prefix_logprobs(self.model, inputs, batch, self.softmax_dtype,
-                                          lambda _, logp: logp, lambda chunk: bar.update(len(chunk)))
+            per_input = shared_prefix_logprobs(self.model, inputs, batch, self.softmax_dtype, answer,
+                                               lambda chunk: bar.update(len(chunk)))
         bar.close()
-        out = []
-        for (request_str, _, _), (n, first, continuation) in zip(requests, asked, strict=True):
-            logp = rows[n][first - inputs[n].first :][: len(continuation)]
-            target = torch.tensor(continuation, device=logp.device)
-            answer = (float(logp.gather(-1, target[:, None]).sum()),
-                      bool((logp.argmax(-1) == target).all()))
+        answers: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+        for r, a in (pair for pairs in per_input for pair in pairs):
+            answers[r] = a
+        for (request_str, _, _), a in zip(requests, answers, strict=True):
             if request_str is not None:  # as HFLM: rolling windows are cached per document
-                self.cache_hook.add_partial("loglikelihood", request_str, answer)
-            out.append(answer)
-        return out
+                self.cache_hook.add_partial("loglikelihood", request_str, a)
+        return answers
