@@ -1,9 +1,10 @@
 """Training throughput and peak memory of each trainer backend on the embedded model.
 
 Every backend trains on the same preference pool with the same hyper-parameters, batch and
-sequence lengths, each in its own process (so peak memory is its own). Tokens/s counts every
-token forwarded through the policy in the optimizer loop (prompt + response, chosen and rejected;
-the reference pass, loading and saving are excluded). Peak memory is the process's maximum
+sequence lengths, each in its own process (so peak memory is its own). Tokens/s counts the
+tokens forwarded through the policy in the optimizer loop, padding excluded (the native backend
+forwards a pair's prompt once for both responses; the reference pass, loading and saving are
+excluded). Peak memory is the process's maximum
 resident set (CPU) or ``torch.cuda.max_memory_allocated`` (GPU). Model-FLOPs utilisation is
 6·N·tokens/s over the measured matmul peak of the training dtype (``bench.hardware``).
 
@@ -119,19 +120,22 @@ def step_profile(prefs: Path, cfg: TrainingConfig) -> dict[str, Any]:
     the pool, forward under autocast, backward, optimizer step; top operators by self time."""
     from torch.profiler import ProfilerActivity, profile
 
-    from harness.logprobs import sequence_logps
-    from trainers.data import autocast, collate, load_pairs
+    from trainers.data import autocast, load_pairs, pair_forward
     from trainers.native import _optimizer
 
     path = resolve_source(EMBEDDED)
-    tok, model = load_tokenizer(path), load_model(path, "float32")
+    tok = load_tokenizer(path)
+    model = load_model(path, "float32", attn_implementation=cfg.attn_implementation)
     pairs = load_pairs(prefs, tok, cfg.max_length, cfg.max_prompt_length)[: cfg.per_device_batch_size]
-    batch = collate(pairs, tok.pad_token_id)
     opt = _optimizer(list(model.parameters()), cfg)
+    forwarded = 0
 
     def step() -> None:
+        nonlocal forwarded
         with autocast(torch.device("cpu"), cfg.dtype):
-            logps, _ = sequence_logps(model, batch)
+            logps, _, tokens = pair_forward(model, pairs, tok.pad_token_id,
+                                            not cfg.gradient_checkpointing)
+        forwarded = int(tokens.sum())
         logps.float().sum().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -142,10 +146,8 @@ def step_profile(prefs: Path, cfg: TrainingConfig) -> dict[str, Any]:
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
     mm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
-    tokens = int(batch["attention_mask"].sum())
-    width = batch["input_ids"].shape[1]
-    return {"sequences": int(batch["input_ids"].shape[0]), "width": width, "tokens": tokens,
-            "padding_share": round(1 - tokens / batch["input_ids"].numel(), 3),
+    whole = sum(2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+    return {"pairs": len(pairs), "tokens_forwarded": forwarded, "tokens_of_whole_sequences": whole,
             "step_seconds": round(total / 1e6, 2), "matmul_share_of_op_time": round(mm / total, 3),
             "top_ops": [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
                         for e in events[:10]]}

@@ -46,11 +46,63 @@ def sequence_logps(
     keep = int(resp.sum(-1).max()) + 1
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep).logits
-    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
     targets, scored = ids[:, 1 - keep :], resp[:, 1 - keep :].bool()
-    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    token_logps = _token_logps(logits[:, :-1], targets)
     # where, not a product: a kept column left of a short row's start holds padding
     return torch.where(scored, token_logps, 0.0).sum(-1), scored.sum(-1)
+
+
+def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) at each position, in at least fp32."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def paired_logps(
+    model: torch.nn.Module, contexts: list[list[int]], responses: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`sequence_logps` of ``contexts[i % B] + responses[i]`` for 2B responses (a pair's two
+    responses, i and i + B, follow the same context), with each context forwarded once.
+
+    The B contexts run left-padded; their KV cache is repeated for both responses, which continue
+    right-padded with positions counting on from each context. Gradients flow back through the
+    shared cache, so a backward equals the one through whole sequences. Returns the log-prob sums,
+    the response token counts and each pair's tokens forwarded ([B]; padding excluded).
+    """
+    n = len(contexts)
+    if len(responses) != 2 * n or not all(responses):
+        raise ValueError("paired_logps needs two non-empty responses per context")
+    device = next(model.parameters()).device
+    name = kv_cache_name(model)
+    width = max(map(len, contexts))
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, c in enumerate(contexts):
+        ids[i, width - len(c) :] = torch.tensor(c)
+        mask[i, width - len(c) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True, logits_to_keep=1)
+    cache = getattr(out, name)
+    cache.batch_repeat_interleave(2)  # row 2i continues context i with its chosen, 2i+1 rejected
+    rows = [responses[i + k * n] for i in range(n) for k in (0, 1)]
+    longest = max(map(len, rows))
+    resp = torch.full((2 * n, longest), pad_id, dtype=torch.long)
+    scored = torch.zeros((2 * n, longest), dtype=torch.bool)
+    for j, r in enumerate(rows):
+        resp[j, : len(r)] = torch.tensor(r)
+        scored[j, : len(r)] = True
+    resp, scored = resp.to(device), scored.to(device)
+    lengths = mask.sum(-1).repeat_interleave(2)
+    logits = model(input_ids=resp, attention_mask=torch.cat([mask.repeat_interleave(2, 0), scored.long()], 1),
+                   position_ids=lengths[:, None] + torch.arange(longest, device=device),
+                   use_cache=True, **{name: cache}).logits
+    first = _token_logps(out.logits[:, -1].repeat_interleave(2, 0), resp[:, 0])
+    rest = torch.where(scored[:, 1:], _token_logps(logits[:, :-1], resp[:, 1:]), 0.0)
+    sums = first + rest.sum(-1)
+    back = torch.tensor([2 * i + k for k in (0, 1) for i in range(n)], device=device)  # chosen, rejected
+    counts = scored.sum(-1)
+    return sums[back], counts[back], mask.sum(-1) + counts[0::2] + counts[1::2]
 
 
 @torch.inference_mode()

@@ -100,9 +100,15 @@ def load_model(
     dtype: str = "float32",
     device: str | torch.device = "cpu",
     trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
 ) -> PreTrainedModel:
+    """``attn_implementation``: ``auto`` is eager on a CPU and the model's default elsewhere;
+    ``None`` is the model's default."""
+    if attn_implementation == "auto":
+        attn_implementation = "eager" if torch.device(device).type == "cpu" else None
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
+        path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
     )
     return model.to(device)
 

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.artifacts import write_jsonl
 from harness.generate import chat_prompt
-from harness.logprobs import batched_logps, pad_rows
+from harness.logprobs import batched_logps, pad_rows, paired_logps
 from trainers.data import collate, load_pairs
 
 
@@ -69,6 +69,40 @@ def test_batched_logps_equal_unpadded_per_row(tiny_model_dir: Path) -> None:
         want = sum(float(logp[len(p) + j - 1, tok]) for j, tok in enumerate(r))
         assert count == len(r)
         assert abs(got - want) < 1e-9
+
+
+# Tolerances: (log-probs, gradients). In float64 the log-probs agree to rounding; gradients to
+# float32's (Llama's RMSNorm computes in float32 whatever the model's dtype, and the two paths sum
+# a context's gradient in different orders). Eager attention runs in float32 only: transformers'
+# eager mask turns a float64 model's left-padded rows into NaN.
+@pytest.mark.parametrize(("attn", "dtype", "tol"), [("sdpa", torch.float64, (1e-9, 1e-5)),
+                                                    ("eager", torch.float32, (1e-4, 1e-4))])
+def test_paired_logps_and_gradients_equal_whole_sequences(
+    tiny_model_dir: Path, attn: str, dtype: torch.dtype, tol: tuple[float, float]
+) -> None:
+    """Contexts run once and continued from their repeated KV cache: the same log-probs and the
+    same gradients as each context + response forwarded whole, unpadded."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype, attn_implementation=attn)
+    torch.manual_seed(0)
+    contexts = [torch.randint(5, 1000, (n,)).tolist() for n in (6, 2, 9)]
+    responses = [torch.randint(5, 1000, (n,)).tolist() for n in (3, 7, 1, 5, 2, 4)]  # chosen, rejected
+    got, counts, forwarded = paired_logps(model, contexts, responses, pad_id=0)
+    got.sum().backward()
+    shared_grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+    want = []
+    for i, r in enumerate(responses):
+        c = contexts[i % 3]
+        logp = torch.log_softmax(model(input_ids=torch.tensor([c + r])).logits[0], -1)
+        want.append(sum(logp[len(c) + j - 1, t] for j, t in enumerate(r)))
+    torch.stack(want).sum().backward()
+    assert got.detach().tolist() == pytest.approx([float(w) for w in want], abs=tol[0])
+    assert counts.tolist() == [len(r) for r in responses]
+    assert forwarded.tolist() == [len(contexts[i]) + len(responses[i]) + len(responses[i + 3])
+                                  for i in range(3)]
+    for k, p in model.named_parameters():
+        scale = float(p.grad.abs().max())
+        assert float((shared_grads[k] - p.grad).abs().max()) <= tol[1] * scale, k
 
 
 def test_pad_rows_layout() -> None:

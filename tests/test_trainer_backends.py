@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 from training_runs import rel_diff, train
+from transformers import AutoTokenizer
+
+from trainers.data import load_pairs
 
 
 @pytest.mark.parametrize("loss", ["sppo", "sigmoid"])
@@ -25,7 +28,11 @@ def test_native_and_trl_agree_for_ten_steps(tmp_path: Path, tiny_model_dir: Path
         assert a["step"] == b["step"] and a["lr"] == pytest.approx(b["lr"], rel=1e-9)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
         assert a["chosen_logratio"] == pytest.approx(b["chosen_logratio"], rel=1e-3, abs=1e-4)
-    assert native.tokens == trl.tokens
+    # TRL forwards whole sequences; native forwards a pair's prompt once for both responses (five
+    # epochs of the 16 pairs)
+    pairs = load_pairs(tmp_path / "preferences.jsonl", AutoTokenizer.from_pretrained(tiny_model_dir),
+                       128, 64)
+    assert trl.tokens - native.tokens == 5 * sum(len(p.prompt_ids) for p in pairs) > 0
     assert native.logratios_after["chosen"] == pytest.approx(trl.logratios_after["chosen"], rel=1e-3)
 
 
@@ -44,6 +51,22 @@ def test_batch_8_equals_8_accumulated_batches_of_1(tmp_path: Path, tiny_model_di
     whole, _ = train(tmp_path, tiny_model_dir, trainer, "whole", per_device_batch_size=8, epochs=2)
     accum, _ = train(tmp_path, tiny_model_dir, trainer, "accum", per_device_batch_size=1, epochs=2)
     assert rel_diff(whole.losses, accum.losses) < 1e-5
+
+
+@pytest.mark.parametrize("trainer", ["native", "trl"])
+def test_attention_implementations_train_alike(tmp_path: Path, tiny_model_dir: Path,
+                                               trainer: str) -> None:
+    # The rows have different lengths, so every micro-batch is left-padded: eager attention (the
+    # CPU's default here) must mask padding and place positions as sdpa does.
+    eager, eager_log = train(tmp_path, tiny_model_dir, trainer, "eager", epochs=2,
+                             attn_implementation="eager")
+    sdpa, sdpa_log = train(tmp_path, tiny_model_dir, trainer, "sdpa", epochs=2,
+                           attn_implementation="sdpa")
+    assert rel_diff(eager.losses, sdpa.losses) < 1e-5
+    assert eager.losses[-1] != pytest.approx(eager.losses[0], rel=1e-2)  # training moved them
+    for a, b in zip(eager_log, sdpa_log, strict=True):
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    assert eager.logratios_after["chosen"] == pytest.approx(sdpa.logratios_after["chosen"], rel=1e-4)
 
 
 # Per-step losses of the native backend on the tiny model (sppo, fp32, lr 1e-3, β 0.1, 16 pairs,

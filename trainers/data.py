@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from harness.artifacts import read_jsonl
 from harness.config import TrainingConfig
 from harness.errors import ConfigError, DataError
-from harness.logprobs import pad_rows, sequence_logps
+from harness.logprobs import pad_rows, paired_logps, sequence_logps
 from harness.models import DTYPES, load_tokenizer
 from trainers.layout import LAYOUTS
 
@@ -72,6 +72,25 @@ def load_pairs(
     if not out:
         raise DataError(f"{path}: no preference pairs")
     return out
+
+
+def pair_forward(
+    model: torch.nn.Module, examples: list[PairExample], pad_id: int, share_context: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed response log-probs and token counts of [chosen_0..chosen_{B-1}, rejected_0..] and
+    each pair's tokens forwarded ([B]). A pair's shared context runs once
+    (:func:`~harness.logprobs.paired_logps`) unless ``share_context`` is off (gradient
+    checkpointing keeps no KV cache) or the tokenizer split the pair's contexts; then whole
+    sequences run (:func:`collate`)."""
+    device = next(model.parameters()).device
+    if share_context and all(ex.rejected_prompt_ids is None for ex in examples):
+        return paired_logps(model, [ex.prompt_ids for ex in examples],
+                            [ex.chosen_ids for ex in examples] + [ex.rejected_ids for ex in examples],
+                            pad_id)
+    batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
+    logps, counts = sequence_logps(model, batch)
+    rows = batch["attention_mask"].sum(-1)
+    return logps, counts, rows[: len(examples)] + rows[len(examples) :]
 
 
 def collate(examples: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -210,6 +229,7 @@ def autocast(device: torch.device, dtype: str):
 def pair_logps(
     model: torch.nn.Module, pairs: list[PairExample], batch_size: int, pad_id: int,
     acc: Accelerator, dtype: str, normalize: bool, desc: str, progress: bool,
+    share_context: bool = True,
 ) -> torch.Tensor:
     """[N, 2] log-probs (chosen, rejected) of every pair under ``model``.
 
@@ -225,9 +245,8 @@ def pair_logps(
     out = []
     for i in tqdm(range(0, per, batch_size), desc=desc, disable=not (progress and acc.is_main_process)):
         chunk = mine[i : i + batch_size]
-        batch = {k: v.to(acc.device) for k, v in collate(chunk, pad_id).items()}
         with autocast(acc.device, dtype):
-            logps, count = sequence_logps(model, batch)
+            logps, count, _ = pair_forward(model, chunk, pad_id, share_context)
         if normalize:
             logps = logps / count
         out.append(torch.stack(logps.float().split(len(chunk)), dim=1))

@@ -29,10 +29,9 @@ from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from harness.faults import crash_point
-from harness.logprobs import sequence_logps
 from harness.models import load_model
 from trainers.base import NonFiniteLossError, TrainRequest, TrainResult, register
-from trainers.data import accelerator, autocast, collate, pair_logps, prepare, strategy
+from trainers.data import accelerator, autocast, pair_forward, pair_logps, prepare, strategy
 from trainers.losses import LENGTH_NORMALIZED, LOSSES, PreferenceBatch
 
 
@@ -59,10 +58,12 @@ class NativeTrainer:
         torch.manual_seed(request.seed)
         normalize = cfg.loss in LENGTH_NORMALIZED
         micro, pad = cfg.per_device_batch_size, tok.pad_token_id
+        share = not cfg.gradient_checkpointing  # a checkpointed forward keeps no KV cache
         show = request.progress and acc.is_main_process
 
         # Master weights in fp32; bf16/fp16 compute through autocast.
-        model = load_model(request.model_path, "float32", acc.device, request.trust_remote_code)
+        model = load_model(request.model_path, "float32", acc.device, request.trust_remote_code,
+                           cfg.attn_implementation)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
@@ -74,13 +75,15 @@ class NativeTrainer:
         opt = _optimizer([p for p in model.parameters() if p.requires_grad], cfg)
         model, opt = acc.prepare(model, opt)
         if request.reference_path == request.model_path:
-            ref = pair_logps(model, pairs, micro, pad, acc, cfg.dtype, normalize, "reference", show)
+            ref = pair_logps(model, pairs, micro, pad, acc, cfg.dtype, normalize, "reference", show,
+                             share)
         else:
             ref_model = acc.prepare_model(load_model(
-                request.reference_path, "float32", acc.device, request.trust_remote_code),
+                request.reference_path, "float32", acc.device, request.trust_remote_code,
+                cfg.attn_implementation),
                 evaluation_mode=True)
             ref = pair_logps(ref_model, pairs, micro, pad, acc, cfg.dtype, normalize, "reference",
-                             show)
+                             show, share)
             del ref_model  # freed before policy training
 
         warmup = math.ceil(cfg.warmup_ratio * schedule.steps)
@@ -124,10 +127,9 @@ class NativeTrainer:
                 divisor = size / (schedule.accumulation * acc.num_processes)
                 for micro_batch in schedule.micro_batches(step, acc.process_index):
                     mb, n = micro_batch.indices, micro_batch.counted
-                    batch = {k: v.to(acc.device) for k, v in
-                             collate([pairs[i] for i in mb], pad).items()}
                     with acc.accumulate(model), autocast(acc.device, cfg.dtype):
-                        logps, counts = sequence_logps(model, batch)
+                        logps, counts, forwarded = pair_forward(model, [pairs[i] for i in mb], pad,
+                                                                share)
                         if normalize:
                             logps = logps / counts
                         pol_c, pol_r = logps.float().split(len(mb))
@@ -145,12 +147,11 @@ class NativeTrainer:
                                 f"non-finite loss at step {step + 1}, prompts {bad}; "
                                 "no checkpoint was written for this iteration")
                         acc.backward(losses[:n].sum() / divisor)
-                    rows = batch["attention_mask"][list(range(n)) + list(range(len(mb), len(mb) + n))]
                     sums += torch.tensor([
                         float(losses[:n].detach().sum()),
                         float((pol_c - pb.ref_chosen)[:n].detach().sum()),
                         float((pol_r - pb.ref_rejected)[:n].detach().sum()),
-                        float(rows.sum()),
+                        float(forwarded[:n].sum()),
                     ], dtype=torch.float64)
                 norm = acc.clip_grad_norm_(model.parameters(), max_norm)  # None under DeepSpeed
                 lr = sched.get_last_lr()[0]
@@ -194,7 +195,8 @@ class NativeTrainer:
                 log.close()
         result.seconds = time.perf_counter() - start
 
-        after = pair_logps(model, pairs, micro, pad, acc, cfg.dtype, normalize, "after", show) - ref
+        after = pair_logps(model, pairs, micro, pad, acc, cfg.dtype, normalize, "after", show,
+                           share) - ref
         result.logratios_before = {"chosen": 0.0, "rejected": 0.0} if (
             request.reference_path == request.model_path) else {}
         result.logratios_after = {"chosen": float(after[:, 0].mean()),

@@ -240,11 +240,12 @@ class TRLTrainer:
                             "native")
         dataset = _shared_dataset(pairs, pairs_dir)
         device = "cpu" if request.device == "cpu" else PartialState().device
-        model = load_model(request.model_path, "float32", device, request.trust_remote_code)
+        model = load_model(request.model_path, "float32", device, request.trust_remote_code,
+                           cfg.attn_implementation)
         ref_model = None
         if request.reference_path != request.model_path:
             ref_model = load_model(request.reference_path, "float32", device,
-                                   request.trust_remote_code)
+                                   request.trust_remote_code, cfg.attn_implementation)
         if PartialState().is_main_process:
             request.log_path.parent.mkdir(parents=True, exist_ok=True)
             request.log_path.write_text("")
