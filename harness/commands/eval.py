@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """What every benchmark's evaluation shares: the model, where results go, how it runs."""
-    p.add_argument("--model", help="checkpoint directory, hub id, or embedded:smollm2-135m "
-                                   "(re-scoring published files: the model name to report)")
+    p.add_argument("--model", help="checkpoint directory, hub id, embedded:smollm2-135m, or a base "
+                                   "config's name for its model (re-scoring published files: the "
+                                   "model name to report)")
     p.add_argument("--name", default=None, help="model name in outputs (default: from --model)")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: evals/<name>/<benchmark>)")
@@ -86,7 +88,7 @@ def target(args: argparse.Namespace) -> Target:
     name = args.name or Path(args.model.split(":")[-1]).name
     if not SAFE_NAME.match(name):  # it names files and folders: no path traversal
         raise ConfigError(f"--name {name!r} is not a safe name (letters, digits, '.', '_', '-')")
-    path = resolve_source(args.model)
+    path = resolve_source(_base_model(args.model))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     choose_backend(args.generator)  # a missing vLLM is named before any work
     try:
@@ -94,6 +96,19 @@ def target(args: argparse.Namespace) -> Target:
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, "vllm flags")) from None
     return Target(name, path, args.out or Path("evals") / name / args.benchmark, device, vllm)
+
+
+def _base_model(model: str) -> str:
+    """A base config's name (``smollm2-135m``, ``mistral-7b``) stands for its ``model.source``
+    unless a directory of that name exists."""
+    from harness.config import MODEL_CONFIG_DIR, SAFE_NAME, load_config
+
+    if Path(model).exists() or not SAFE_NAME.match(model) or \
+            not (MODEL_CONFIG_DIR / f"{model}.yaml").is_file():
+        return model
+    source = load_config(model).model.source
+    print(f"--model {model}: the base config's model, {source}", file=sys.stderr)
+    return source
 
 
 def open_under_test(args: argparse.Namespace, t: Target) -> Any:
