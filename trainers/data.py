@@ -79,9 +79,8 @@ def pair_forward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed response log-probs and token counts of [chosen_0..chosen_{B-1}, rejected_0..] and
     each pair's tokens forwarded ([B]). A pair's shared context runs once
-    (:func:`~harness.logprobs.paired_logps`) unless ``share_context`` is off (gradient
-    checkpointing keeps no KV cache) or the tokenizer split the pair's contexts; then whole
-    sequences run (:func:`collate`)."""
+    (:func:`~harness.logprobs.paired_logps`) unless ``share_context`` is off or the tokenizer
+    split the pair's contexts; then whole sequences run (:func:`collate`)."""
     device = next(model.parameters()).device
     if share_context and all(ex.rejected_prompt_ids is None for ex in examples):
         return paired_logps(model, [ex.prompt_ids for ex in examples],

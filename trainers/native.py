@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
@@ -58,7 +59,11 @@ class NativeTrainer:
         torch.manual_seed(request.seed)
         normalize = cfg.loss in LENGTH_NORMALIZED
         micro, pad = cfg.per_device_batch_size, tok.pad_token_id
-        share = not cfg.gradient_checkpointing  # a checkpointed forward keeps no KV cache
+        # a pair's prompt runs once, in a forward of its own, unless a checkpointed forward keeps
+        # no KV cache or ZeRO-3/FSDP would gather every parameter again for it (on CPU that
+        # doubled a ZeRO-3 step's time)
+        share = not (cfg.gradient_checkpointing or _zero3(acc)
+                     or acc.distributed_type == DistributedType.FSDP)
         show = request.progress and acc.is_main_process
 
         # Master weights in fp32; bf16/fp16 compute through autocast.
