@@ -74,13 +74,8 @@ def paired_logps(
         raise ValueError("paired_logps needs two non-empty responses per context")
     device = next(model.parameters()).device
     name = kv_cache_name(model)
-    width = max(map(len, contexts))
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for i, c in enumerate(contexts):
-        ids[i, width - len(c) :] = torch.tensor(c)
-        mask[i, width - len(c) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    left = pad_rows(contexts, [[] for _ in contexts], pad_id)
+    ids, mask = left["input_ids"].to(device), left["attention_mask"].to(device)
     out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True, logits_to_keep=1)
     cache = getattr(out, name)
