@@ -87,8 +87,10 @@ def official(work: Path, prompts: int, seed: int) -> dict[str, Any]:
     chosen = iteration_prompts(cfg, 1)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    model = load_model(path, cfg.sampling.dtype)
-    gen = TransformersModel(model, tok, batch_size=cfg.sampling.batch_size, progress=False)
+    # loaded as the harness loads a model under test (its CPU decoding attention): the two sides
+    # differ in how they batch, rank and train, not in their kernels
+    gen = TransformersModel.load(path, dtype=cfg.sampling.dtype, device="cpu",
+                                 batch_size=cfg.sampling.batch_size, progress=False)
     per_seed = [gen.sample(chosen, Sampling((s,), cfg.sampling.temperature, cfg.sampling.top_p,
                                               cfg.sampling.max_new_tokens))
                 for s in cfg.sampling.seeds]  # K passes over all prompts, one seed each
@@ -106,7 +108,7 @@ def official(work: Path, prompts: int, seed: int) -> dict[str, Any]:
             zip(chosen, responses, scores, strict=True)]
     timings["probabilities"] = time.perf_counter() - start
 
-    del model, gen, ranker
+    del gen, ranker
     start = time.perf_counter()
     t = cfg.training
     steps = math.ceil(len(rows) / t.global_batch_size) * math.ceil(t.epochs)

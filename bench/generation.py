@@ -34,6 +34,7 @@ from harness.generate import Sampling, chat_prompt, eos_token_ids
 from harness.models import load_model, load_tokenizer, resolve_source
 from harness.prompts import load_source
 from harness.provenance import machine, package_versions
+from harness.under_test.decode_attention import inference_attention
 from harness.under_test.hf import TransformersModel
 
 EMBEDDED = "embedded:smollm2-135m"
@@ -114,7 +115,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/generation.json"))
     args = ap.parse_args()
     path = resolve_source(EMBEDDED)
-    model, tok = load_model(path, args.dtype), load_tokenizer(path)
+    # as a model under test is loaded (the CPU decoding attention); the naive loop shares it
+    model = load_model(path, args.dtype, attn_implementation=inference_attention("cpu"))
+    tok = load_tokenizer(path)
     params = sum(p.numel() for p in model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     prompts = load_source("embedded")

@@ -76,9 +76,9 @@ class NucleusWarper(LogitsProcessor):
     """Temperature then top-p filtering, equal to transformers' two warpers, but fast on CPU.
 
     ``TopPLogitsWarper`` sorts the whole vocabulary at every step (a quarter of SmolLM2's CPU
-    generation time). Here only the ``probe`` most likely tokens are sorted (``topk``); when
-    they hold at least ``top_p`` of the mass in every row, the nucleus lies inside them and the
-    kept set is the same. Otherwise the batch falls back to ``TopPLogitsWarper``.
+    generation time). Here only the ``probe`` most likely tokens of a row are sorted (``topk``);
+    when they hold at least ``top_p`` of its mass, the row's nucleus lies inside them and the kept
+    set is the same. A row whose nucleus is larger goes through ``TopPLogitsWarper``, alone.
     """
 
     def __init__(self, temperature: float, top_p: float, probe: int = 256) -> None:
@@ -87,27 +87,28 @@ class NucleusWarper(LogitsProcessor):
         self.probe = probe
         self.fallback = TopPLogitsWarper(top_p)
 
-    def nucleus(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def nucleus(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each row's ``probe`` most likely (temperature-scaled) scores, descending, those outside
-        the nucleus set to -inf, and their token ids; None when some row's nucleus is larger."""
+        the nucleus set to -inf, and their token ids; and which rows' nuclei reach beyond the
+        probe (for those rows the first two say nothing)."""
         top, ids = scores.topk(min(self.probe, scores.size(-1)), dim=-1)  # descending
         p = (top - scores.logsumexp(-1, keepdim=True)).exp()
         mass_above = p.cumsum(-1) - p  # mass of the tokens ranked strictly higher
-        if bool((mass_above[:, -1] + p[:, -1] < self.top_p).any()):
-            return None
+        wide = mass_above[:, -1] + p[:, -1] < self.top_p
         # TopPLogitsWarper keeps a token iff the mass ranked above it is below top_p.
         n_keep = (mass_above < self.top_p).sum(-1, keepdim=True).clamp(min=1)
         kept = torch.arange(top.size(-1), device=top.device) < n_keep
-        return top.masked_fill(~kept, -float("inf")), ids
+        return top.masked_fill(~kept, -float("inf")), ids, wide
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores / self.temperature
         if self.top_p >= 1.0:
             return scores
-        kept = self.nucleus(scores)
-        if kept is None:
-            return self.fallback(input_ids, scores)
-        return torch.full_like(scores, -float("inf")).scatter_(-1, kept[1], kept[0])
+        values, ids, wide = self.nucleus(scores)
+        out = torch.full_like(scores, -float("inf")).scatter_(-1, ids, values)
+        if bool(wide.any()):
+            out[wide] = self.fallback(input_ids, scores[wide])
+        return out
 
 
 class NucleusSampler(NucleusWarper):
@@ -117,7 +118,7 @@ class NucleusSampler(NucleusWarper):
     One uniform number u per row and step is inverted through the row's CDF over its kept tokens
     (most likely first, float64): the first token whose cumulative probability exceeds u, so a
     dropped token (probability 0) is never drawn. A draw depends on its row's logits and generator
-    alone, not on the batch around it.
+    alone, not on the batch around it (a row whose nucleus is beyond the probe is sorted alone).
     """
 
     def __init__(self, temperature: float, top_p: float, seeds: list[int], probe: int = 256) -> None:
@@ -128,17 +129,29 @@ class NucleusSampler(NucleusWarper):
         if scores.size(0) != len(self.generators):
             raise ValueError(f"{scores.size(0)} rows for {len(self.generators)} generators")
         scores = scores / self.temperature
-        kept = self.nucleus(scores) if self.top_p < 1.0 else None
-        if kept is None:  # every token, or a nucleus beyond the probe: the whole vocabulary, sorted
-            warped = scores if self.top_p >= 1.0 else self.fallback(input_ids, scores)
-            kept = warped.sort(dim=-1, descending=True, stable=True)
-        values, ids = kept
-        cdf = values.double().softmax(-1).cumsum(-1)
         u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
-        total = cdf[:, -1:]
-        # kept below the total, so a kept token's cumulative probability exceeds it even when u·total
-        # rounds up
-        below = torch.nextafter(total, total.new_zeros(()))
-        target = torch.minimum(u.to(cdf.device).unsqueeze(-1) * total, below)
-        token = ids.gather(-1, torch.searchsorted(cdf, target, side="right"))
-        return torch.full_like(scores, -float("inf")).scatter_(-1, token, 0.0)
+        u = u.to(scores.device)
+        if self.top_p >= 1.0:  # every token: the whole vocabulary, sorted
+            token = _draw(*scores.sort(dim=-1, descending=True, stable=True), u)
+        else:
+            values, ids, wide = self.nucleus(scores)
+            token = torch.empty((scores.size(0), 1), dtype=torch.long, device=scores.device)
+            inside = ~wide
+            if bool(inside.any()):
+                token[inside] = _draw(values[inside], ids[inside], u[inside])
+            if bool(wide.any()):  # a nucleus beyond the probe: those rows' whole vocabulary, sorted
+                warped = self.fallback(input_ids, scores[wide])
+                token[wide] = _draw(*warped.sort(dim=-1, descending=True, stable=True), u[wide])
+        return scores.fill_(-float("inf")).scatter_(-1, token, 0.0)
+
+
+def _draw(values: torch.Tensor, ids: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the token whose cumulative probability (``values`` most likely first, float64)
+    first exceeds ``u`` × the total: [rows, 1] token ids."""
+    cdf = values.double().softmax(-1).cumsum(-1)
+    total = cdf[:, -1:]
+    # kept below the total, so a kept token's cumulative probability exceeds it even when u·total
+    # rounds up
+    below = torch.nextafter(total, total.new_zeros(()))
+    target = torch.minimum(u.unsqueeze(-1) * total, below)
+    return ids.gather(-1, torch.searchsorted(cdf, target, side="right"))

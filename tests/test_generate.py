@@ -97,3 +97,17 @@ def test_a_sample_depends_on_its_prompt_and_seed_only(tiny_model_dir: Path, shar
         assert [tok.decode(w[:n], skip_special_tokens=True).strip()
                 for w, n in zip(want, gen.num_tokens, strict=True)] == gen.responses
     assert len({r for g in batched for r in g.responses}) > 3  # seeds and prompts do differ
+
+
+def test_a_draw_does_not_depend_on_a_wide_row_in_its_batch() -> None:
+    """bf16 logits tie often; a row whose nucleus is inside the probe draws the same token whether
+    or not another row of its batch needed the whole vocabulary sorted (ties kept in one order)."""
+    torch.manual_seed(0)
+    narrow = (torch.randn(400, 49152) * 4.0).bfloat16().float()
+    wide = torch.randn(1, 49152) * 0.1
+    seeds = list(range(400))
+    sampler = NucleusSampler(0.7, 0.9, seeds)
+    assert not bool(sampler.nucleus(narrow / 0.7)[2].any()) and bool(sampler.nucleus(wide / 0.7)[2].all())
+    alone = sampler(None, narrow.clone()).argmax(-1)
+    mixed = NucleusSampler(0.7, 0.9, [999, *seeds])(None, torch.cat([wide, narrow])).argmax(-1)[1:]
+    assert torch.equal(alone, mixed)
