@@ -34,7 +34,7 @@ from harness.generate import Sampling, chat_prompt, eos_token_ids
 from harness.models import load_model, load_tokenizer, resolve_source
 from harness.prompts import load_source
 from harness.provenance import machine, package_versions
-from harness.under_test.decode_attention import inference_attention
+from harness.under_test.decode_attention import decode_grouped_on_cpu
 from harness.under_test.hf import TransformersModel
 
 EMBEDDED = "embedded:smollm2-135m"
@@ -116,7 +116,8 @@ def main() -> None:
     args = ap.parse_args()
     path = resolve_source(EMBEDDED)
     # as a model under test is loaded (the CPU decoding attention); the naive loop shares it
-    model = load_model(path, args.dtype, attn_implementation=inference_attention("cpu"))
+    model = load_model(path, args.dtype)
+    decode_grouped_on_cpu(model)
     tok = load_tokenizer(path)
     params = sum(p.numel() for p in model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())

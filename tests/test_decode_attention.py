@@ -10,7 +10,7 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from harness.models import load_model, load_tokenizer
-from harness.under_test.decode_attention import NAME, grouped_decode_attention, inference_attention
+from harness.under_test.decode_attention import NAME, decode_grouped_on_cpu, grouped_decode_attention
 
 
 class _Heads(torch.nn.Module):
@@ -80,6 +80,11 @@ def test_greedy_generation_and_scores_match_sdpa(tiny_model_dir: Path) -> None:
         assert torch.allclose(a, b, atol=1e-4), float((a - b).abs().max())
 
 
-def test_cpu_models_under_test_decode_with_it() -> None:
-    assert inference_attention("cpu") == NAME
-    assert inference_attention("cuda:0") is None  # CUDA's SDPA kernels decode well
+def test_cpu_models_under_test_decode_with_it(tiny_model_dir: Path) -> None:
+    from harness.under_test.hf import TransformersModel
+
+    under_test = TransformersModel.load(str(tiny_model_dir), dtype="float32", device="cpu")
+    assert under_test.model.config._attn_implementation == NAME
+    eager = load_model(str(tiny_model_dir), attn_implementation="eager")  # e.g. Gemma-2's softcapping
+    decode_grouped_on_cpu(eager)
+    assert eager.config._attn_implementation == "eager"

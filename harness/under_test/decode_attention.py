@@ -8,8 +8,8 @@ softmax in fp32, as transformers' ``eager`` attention computes it, without copyi
 query head. Everything else (prefill, scoring, training, softcapping, attention sinks, dropout)
 is transformers' ``sdpa_attention_forward`` unchanged; masks are built as for ``sdpa``.
 
-Registered with transformers' ``AttentionInterface`` as :data:`NAME`; load a model with
-``attn_implementation=NAME`` to use it.
+Registered with transformers' ``AttentionInterface`` as :data:`NAME`
+(:func:`decode_grouped_on_cpu` switches a loaded model to it).
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ AttentionInterface.register(NAME, grouped_decode_attention)
 AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
-def inference_attention(device: str | torch.device) -> str | None:
-    """The attention a model under test is loaded with: :data:`NAME` on a CPU, the model's
-    default elsewhere (CUDA's SDPA kernels decode well)."""
-    return NAME if torch.device(device).type == "cpu" else None
+def decode_grouped_on_cpu(model: torch.nn.Module) -> None:
+    """A model under test on a CPU that runs SDPA decodes with :data:`NAME`; a model whose
+    attention is another (Gemma-2's eager softcapping) or on a GPU is left as loaded."""
+    if model.device.type == "cpu" and model.config._attn_implementation == "sdpa":
+        model.set_attn_implementation(NAME)

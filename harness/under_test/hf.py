@@ -21,7 +21,7 @@ from harness.generate import (
 from harness.judges.base import JudgeBatch, JudgeRequest, Judgment
 from harness.models import kv_cache_name, load_model, load_tokenizer
 from harness.prompts import Prompt
-from harness.under_test.decode_attention import inference_attention
+from harness.under_test.decode_attention import decode_grouped_on_cpu
 
 
 def request_seed(request: JudgeRequest) -> int:
@@ -46,7 +46,8 @@ class TransformersModel:
     @classmethod
     def load(cls, path: str, *, dtype: str, device: str, batch_size: int = 16,
              trust_remote_code: bool = False, progress: bool = True) -> TransformersModel:
-        model = load_model(path, dtype, device, trust_remote_code, inference_attention(device))
+        model = load_model(path, dtype, device, trust_remote_code)
+        decode_grouped_on_cpu(model)
         return cls(model, load_tokenizer(path, trust_remote_code), path, batch_size, progress)
 
     seed_rule = TRANSFORMERS_SEED_RULE
