@@ -37,9 +37,11 @@ def _inputs(dtype: torch.dtype, q_len: int = 1, mask: str = "bool"):
     return q, k, v, (None if mask == "none" else allowed)
 
 
-@pytest.mark.parametrize("mask", ["bool", "float", "none"])
+@pytest.mark.parametrize("mask", ["bool", "float", "none", "one row for all"])
 def test_a_decoding_step_equals_sdpa(mask: str) -> None:
-    q, k, v, m = _inputs(torch.float32, mask=mask)
+    q, k, v, m = _inputs(torch.float32, mask="bool" if mask == "one row for all" else mask)
+    if mask == "one row for all":  # a mask of batch 1 broadcasts over the rows
+        m = m[3:4]
     module = _Heads(3)
     got, _ = grouped_decode_attention(module, q, k, v, m)
     want, _ = sdpa_attention_forward(module, q, k, v, m)

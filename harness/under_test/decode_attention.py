@@ -41,8 +41,8 @@ def grouped_decode_attention(
     ``sdpa_attention_forward`` does."""
     batch, heads, q_len, dim = query.shape
     kv_heads, keys = key.shape[1], key.shape[2]
-    mask_ok = attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[-1] == keys
-                                         and attention_mask.shape[1] == 1)
+    mask_ok = attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[0] in (1, batch)
+                                         and attention_mask.shape[1:] == (1, 1, keys))
     if (q_len != 1 or (dropout and module.training) or heads % kv_heads or not mask_ok
             or any(kwargs.get(k) for k in _DELEGATED)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
@@ -51,10 +51,9 @@ def grouped_decode_attention(
     scale = scaling if scaling is not None else dim**-0.5
     scores = torch.matmul(query.reshape(batch, kv_heads, groups, dim), key.transpose(-1, -2))
     scores = scores.float() * scale  # [B, KV, groups, T]
-    if attention_mask is not None:
-        mask = attention_mask.reshape(batch, 1, 1, keys)
-        scores = (scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool
-                  else scores + mask.float())
+    if attention_mask is not None:  # [B or 1, 1, 1, T] broadcasts over heads and groups
+        scores = (scores.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool
+                  else scores + attention_mask.float())
     probs = scores.softmax(-1).to(value.dtype)
     out = torch.matmul(probs, value).reshape(batch, heads, 1, dim)
     return out.transpose(1, 2).contiguous(), None
