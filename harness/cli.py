@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import sys
 
+from harness.allocator import keep_large_blocks
 from harness.commands import JSON_OUT, agreement, reporting
 from harness.commands import eval as eval_command
 from harness.commands import run as run_command
@@ -32,6 +33,7 @@ COMMANDS = {"run": run_command.run, "eval": eval_command.run, "agreement": agree
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_large_blocks()
     try:
         load_plugins()  # before the parser: a plug-in's benchmark gets its `eval` sub-command
     except HarnessError as exc:

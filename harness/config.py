@@ -51,7 +51,9 @@ class SamplingConfig(_Strict):
     top_p: float = Field(0.9, gt=0, le=1)
     max_new_tokens: int = Field(2048, ge=1, description="new tokens per response (answer length)")
     batch_size: int = Field(16, ge=1, description="prompts per generation batch (transformers: one "
-                            "pass of K × batch_size rows, the prompts' prefill shared by their K samples)")
+                            "pass of K × batch_size rows, the prompts' prefill shared by their K samples; "
+                            "a pass of one sample per prompt, for evaluation answers, takes K × "
+                            "batch_size prompts)")
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
 
     @model_validator(mode="after")

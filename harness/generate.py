@@ -155,3 +155,25 @@ def _draw(values: torch.Tensor, ids: torch.Tensor, u: torch.Tensor) -> torch.Ten
     below = torch.nextafter(total, total.new_zeros(()))
     target = torch.minimum(u.unsqueeze(-1) * total, below)
     return ids.gather(-1, torch.searchsorted(cdf, target, side="right"))
+
+
+class RowTemperature(LogitsProcessor):
+    """Each row's own temperature where transformers' ``TemperatureLogitsWarper`` applies one to
+    the batch (the same place in the chain: after the processors, before top-k and top-p); a row at
+    temperature 0 keeps only its most likely token, so sampling it is greedy decoding. Requests
+    that differ only in temperature then share one ``generate`` call: a small batch's decoding
+    step costs about what a step of one row does."""
+
+    def __init__(self, temperatures: list[float]) -> None:
+        if any(t < 0 for t in temperatures):
+            raise ValueError(f"temperatures must be >= 0, got {temperatures}")
+        self.temperatures = torch.tensor(temperatures, dtype=torch.float32)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.size(0) != len(self.temperatures):
+            raise ValueError(f"{scores.size(0)} rows for {len(self.temperatures)} temperatures")
+        t = self.temperatures.to(scores.device)
+        greedy = (t == 0)[:, None]
+        scaled = scores / torch.where(greedy, 1.0, t[:, None])
+        best = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, scores.argmax(-1, keepdim=True), True)
+        return scaled.masked_fill(greedy & ~best, -float("inf"))

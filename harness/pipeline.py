@@ -141,6 +141,7 @@ class SPPORun:
             self._model = open_model(
                 path, self.opts.generator, dtype=self.config.sampling.dtype, device=self.opts.device,
                 batch_size=self.config.sampling.batch_size,
+                rows_per_pass=self.config.sampling.batch_size * self.config.sampling.k,
                 trust_remote_code=self.config.model.trust_remote_code, vllm=self.config.vllm,
                 seed=self.opts.seed, progress=self.opts.progress)
         return self._model

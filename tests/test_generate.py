@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopPLogitsWarper, set_seed
 
-from harness.generate import NucleusSampler, NucleusWarper, Sampling, sample_seed
+from harness.generate import NucleusSampler, NucleusWarper, RowTemperature, Sampling, sample_seed
+from harness.judges.base import Decoding, JudgeRequest
 from harness.models import load_model, load_tokenizer
 from harness.prompts import Prompt
 from harness.under_test.hf import TransformersModel
@@ -111,3 +112,57 @@ def test_a_draw_does_not_depend_on_a_wide_row_in_its_batch() -> None:
     alone = sampler(None, narrow.clone()).argmax(-1)
     mixed = NucleusSampler(0.7, 0.9, [999, *seeds])(None, torch.cat([wide, narrow])).argmax(-1)[1:]
     assert torch.equal(alone, mixed)
+
+
+def test_row_temperature_is_transformers_temperature_per_row_and_greedy_at_zero() -> None:
+    scores = torch.randn(3, 40, generator=torch.Generator().manual_seed(0))
+    out = RowTemperature([0.7, 0.0, 1.3])(None, scores.clone())
+    for row, t in ((0, 0.7), (2, 1.3)):
+        assert torch.equal(out[row], TemperatureLogitsWarper(t)(None, scores[row : row + 1].clone())[0])
+    best = int(scores[1].argmax())
+    assert out[1, best] == scores[1, best]
+    assert torch.isinf(out[1]).sum() == 39 and bool((out[1][torch.arange(40) != best] < 0).all())
+    with pytest.raises(ValueError, match="2 rows for 3 temperatures"):
+        RowTemperature([0.7, 0.0, 1.3])(None, scores[:2])
+
+
+def test_chat_answers_every_temperature_in_one_generate_call(tiny_model_dir: Path) -> None:
+    """Requests that differ only in temperature (MT-Bench's categories) are decoded together; the
+    greedy ones give what they give decoded alone (each row's temperature is checked against
+    transformers' warper above)."""
+    model = TransformersModel.load(str(tiny_model_dir), dtype="float32", device="cpu", batch_size=8)
+    temps = [0.0, 0.7, 0.0, 0.1, 0.7]
+    requests = [JudgeRequest(f"q{i}", ({"role": "user", "content": f"question {i} " * (i + 1)},),
+                             Decoding(t, 12)) for i, t in enumerate(temps)]
+    calls = []
+    generate = model.model.generate
+    model.model.generate = lambda **kw: calls.append(kw) or generate(**kw)
+    together = model.chat(requests, progress=False).judgments
+    assert len(calls) == 1
+    greedy = model.chat([r for r in requests if r.decoding.temperature == 0], progress=False).judgments
+    assert len(calls) == 2 and not calls[1]["do_sample"]
+    for r in requests:
+        if r.decoding.temperature == 0:
+            assert together[r.id].text == greedy[r.id].text
+    assert len({together[r.id].text for r in requests}) > 1
+
+
+def test_a_pass_of_one_sample_per_prompt_takes_k_times_the_prompts(tiny_model_dir: Path) -> None:
+    """With a row budget (the run's K × batch_size), evaluation answers (one sample per prompt)
+    decode K times the prompts per pass that K samples do: fewer decoding steps for the same rows."""
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = load_model(str(tiny_model_dir))
+    calls: list[int] = []
+    generate = model.generate
+    model.generate = lambda **kw: calls.append(len(kw["input_ids"])) or generate(**kw)
+    prompts = [Prompt(str(i), f"Say {i}") for i in range(7)]
+    mut = TransformersModel(model, tok, batch_size=2, progress=False, rows_per_pass=6)
+    mut.sample(prompts, Sampling((0, 50, 100), 0.7, 0.9, max_new_tokens=3))
+    assert calls == [6, 6, 6, 3]  # 2 prompts × 3 samples per pass
+    calls.clear()
+    mut.sample(prompts, Sampling((0,), 0.7, 0.9, max_new_tokens=3))
+    assert calls == [6, 1]
+    calls.clear()
+    TransformersModel(model, tok, batch_size=2, progress=False).sample(
+        prompts, Sampling((0,), 0.7, 0.9, max_new_tokens=3))
+    assert calls == [2, 2, 2, 1]  # without a budget, batch_size prompts

@@ -86,8 +86,10 @@ def choose_backend(requested: str) -> str:
 
 def open_model(path: str, backend: str, *, dtype: str, device: str, batch_size: int = 16,
                trust_remote_code: bool = False, vllm: VLLMConfig | None = None, seed: int = 0,
-               progress: bool = True) -> ModelUnderTest:
-    """Load ``path`` once on the chosen backend (``auto`` resolved by :func:`choose_backend`)."""
+               progress: bool = True, rows_per_pass: int | None = None) -> ModelUnderTest:
+    """Load ``path`` once on the chosen backend (``auto`` resolved by :func:`choose_backend`);
+    ``batch_size`` and ``rows_per_pass``: :class:`~harness.under_test.hf.TransformersModel`'s
+    (vLLM schedules its own batches)."""
     backend = choose_backend(backend)
     if backend == "vllm":
         from harness.config import VLLMConfig
@@ -98,4 +100,5 @@ def open_model(path: str, backend: str, *, dtype: str, device: str, batch_size: 
     from harness.under_test.hf import TransformersModel
 
     return TransformersModel.load(path, dtype=dtype, device=device, batch_size=batch_size,
-                                  trust_remote_code=trust_remote_code, progress=progress)
+                                  trust_remote_code=trust_remote_code, progress=progress,
+                                  rows_per_pass=rows_per_pass)

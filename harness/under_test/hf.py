@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from harness.generate import (
     TRANSFORMERS_SEED_RULE,
     Generation,
     NucleusSampler,
+    RowTemperature,
     Sampling,
     chat_prompt,
     eos_token_ids,
@@ -35,20 +37,25 @@ class TransformersModel:
     backend = "transformers"
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str = "",
-                 batch_size: int = 16, progress: bool = True) -> None:
+                 batch_size: int = 16, progress: bool = True, rows_per_pass: int | None = None) -> None:
+        """``batch_size``: prompts per sampling pass and chat requests per batch; ``rows_per_pass``
+        instead bounds a sampling pass by its rows (prompts × samples per prompt), so that one
+        sample per prompt (evaluation answers) takes K times the prompts of K samples."""
         self.model = model
         self.tokenizer = tokenizer
         self.path = path or str(getattr(model, "name_or_path", ""))
         self.batch_size = batch_size
+        self.rows_per_pass = rows_per_pass
         self.progress = progress
         self.eos = eos_token_ids(model.generation_config, tokenizer)
 
     @classmethod
     def load(cls, path: str, *, dtype: str, device: str, batch_size: int = 16,
-             trust_remote_code: bool = False, progress: bool = True) -> TransformersModel:
+             trust_remote_code: bool = False, progress: bool = True,
+             rows_per_pass: int | None = None) -> TransformersModel:
         model = load_model(path, dtype, device, trust_remote_code)
         decode_grouped_on_cpu(model)
-        return cls(model, load_tokenizer(path, trust_remote_code), path, batch_size, progress)
+        return cls(model, load_tokenizer(path, trust_remote_code), path, batch_size, progress, rows_per_pass)
 
     seed_rule = TRANSFORMERS_SEED_RULE
 
@@ -82,7 +89,8 @@ class TransformersModel:
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         k = len(sampling.seeds)
         out: list[Generation | None] = [None] * len(prompts)
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        per_pass = max(1, self.rows_per_pass // k) if self.rows_per_pass else self.batch_size
+        batches = [order[i : i + per_pass] for i in range(0, len(order), per_pass)]
         bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not self.progress)
         self.model.eval()
         for idx in batches:
@@ -145,22 +153,24 @@ class TransformersModel:
         """``encoded`` (request id -> prompt ids) spares a caller that already checked lengths."""
         tok, out = self.tokenizer, JudgeBatch()
         encoded = encoded or {r.id: self.encode_chat(r.messages) for r in requests}
+        # requests that differ only in temperature share a batch (each row keeps its own)
         groups: dict[object, list[JudgeRequest]] = {}
         for r in sorted(requests, key=lambda r: len(encoded[r.id])):
-            groups.setdefault(r.decoding, []).append(r)
+            groups.setdefault(replace(r.decoding, temperature=0.0), []).append(r)
         batches = [g[i : i + self.batch_size] for g in groups.values()
                    for i in range(0, len(g), self.batch_size)]
         self.model.eval()
         for batch in tqdm(batches, desc=desc, disable=not (self.progress if progress is None else progress)):
             d = batch[0].decoding
             ids, mask, width = self._padded([encoded[r.id] for r in batch])
-            if d.temperature > 0:
+            temperatures = [r.decoding.temperature for r in batch]
+            # Only do_sample and the temperature are set: the model's own top_k/top_p stay in
+            # force, as FastChat's answer generation leaves them.
+            kwargs: dict[str, Any] = {"do_sample": False}
+            if any(temperatures):
                 set_seed(request_seed(batch[0]))
-            # Only do_sample and temperature are set: the model's own top_k/top_p stay in force,
-            # as FastChat's answer generation leaves them.
-            kwargs: dict[str, Any] = {"do_sample": d.temperature > 0}
-            if d.temperature > 0:
-                kwargs["temperature"] = d.temperature
+                kwargs = {"do_sample": True, "temperature": 1.0,
+                          "logits_processor": [RowTemperature(temperatures)]}
             gen = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=d.max_tokens, eos_token_id=self.eos,
                 pad_token_id=tok.pad_token_id, output_logits=d.logprobs, return_dict_in_generate=True,
