@@ -166,7 +166,8 @@ def end_to_end_section(e: dict[str, Any], targets: list[list[str]]) -> list[str]
         "paths in their own process on the same machine, one after the other. Harness: `python -m harness "
         "run --iters 1` (batched ranking, reference log-probabilities computed once, native trainer). "
         "Official shape: K seeded passes over all prompts, ranking one candidate at a time, TRL's "
-        "DPOTrainer with the reference model forwarded at every step.",
+        "DPOTrainer with the reference model forwarded at every step."
+        + (f" Both with {e['allocator']}." if e.get("allocator") else ""),
         "",
         *_table(["stage", "harness", "official shape", "harness / official"], [
             [s, f"{h['stages'][s]} s", f"{o['stages'][s]} s",

@@ -164,8 +164,8 @@ class TransformersModel:
             d = batch[0].decoding
             ids, mask, width = self._padded([encoded[r.id] for r in batch])
             temperatures = [r.decoding.temperature for r in batch]
-            # Only do_sample and the temperature are set: the model's own top_k/top_p stay in
-            # force, as FastChat's answer generation leaves them.
+            # Only sampling and each row's temperature are set: the model's own top_k/top_p stay
+            # in force, as FastChat's answer generation leaves them.
             kwargs: dict[str, Any] = {"do_sample": False}
             if any(temperatures):
                 set_seed(request_seed(batch[0]))
