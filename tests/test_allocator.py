@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 
 # In a fresh process: allocate and free 64 MiB twice; glibc's mallinfo2 counts the bytes held in
 # mmapped blocks (hblkhd) while the block lives. Prints: applied, mmapped bytes, children's env.
