@@ -175,5 +175,7 @@ class RowTemperature(LogitsProcessor):
         t = self.temperatures.to(scores.device)
         greedy = (t == 0)[:, None]
         scaled = scores / torch.where(greedy, 1.0, t[:, None])
+        if not bool(greedy.any()):
+            return scaled
         best = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, scores.argmax(-1, keepdim=True), True)
         return scaled.masked_fill(greedy & ~best, -float("inf"))
