@@ -9,16 +9,31 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import ConfigError
+from harness.precision import resolve_dtype
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
+
+# A compute dtype; ``auto`` is resolved when the config is read (harness/precision.py), so what is
+# recorded and compared is the dtype actually used.
+Dtype = Annotated[Literal["auto", "float32", "bfloat16", "float16"], AfterValidator(resolve_dtype)]
+DTYPE_HELP = ("compute dtype; auto: bfloat16 where the device multiplies it natively (a CUDA GPU "
+              "with bf16, a CPU with AVX512-BF16 or AMX), float32 elsewhere")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -54,7 +69,7 @@ class SamplingConfig(_Strict):
                             "pass of K × batch_size rows, the prompts' prefill shared by their K samples; "
                             "a pass of one sample per prompt, for evaluation answers, takes K × "
                             "batch_size prompts)")
-    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    dtype: Dtype = Field("bfloat16", description=DTYPE_HELP)
 
     @model_validator(mode="after")
     def _one_seed_per_sample(self) -> SamplingConfig:
@@ -138,7 +153,7 @@ class TrainingConfig(_Strict):
     epochs: float = Field(1.0, gt=0)
     max_grad_norm: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    dtype: Dtype = Field("bfloat16", description=DTYPE_HELP)
     gradient_checkpointing: bool = False
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = choice(
         "auto", "the policy's and reference's attention while training",

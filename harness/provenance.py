@@ -39,7 +39,7 @@ def git_sha() -> str:
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # those that change CPU kernels
 
 
-def _cpu() -> tuple[str, list[str]]:
+def cpu_model_and_flags() -> tuple[str, list[str]]:
     """The CPU's model name and which of :data:`_CPU_FLAGS` it has (Linux; elsewhere unknown)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -59,7 +59,7 @@ def machine() -> dict[str, str | int | list[str]]:
 
     import torch
 
-    cpu, flags = _cpu()
+    cpu, flags = cpu_model_and_flags()
     info: dict[str, str | int | list[str]] = {
         "platform": platform.platform(), "cpus": os.cpu_count() or 0, "cpu": cpu, "cpu_flags": flags,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

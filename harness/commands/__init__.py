@@ -71,6 +71,20 @@ def add_config_flags(p: argparse.ArgumentParser, model: type[BaseModel], section
                            **({"metavar": "N"} if kind in (int, float) else {}))
 
 
+def add_dtype_flag(p: argparse.ArgumentParser) -> None:
+    """--dtype, ``auto`` resolved on this machine as a config's dtype is (harness/precision.py)."""
+    from harness.config import DTYPE_HELP
+    from harness.precision import DTYPES, resolve_dtype
+
+    def dtype(value: str) -> str:
+        if value not in DTYPES:
+            raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(DTYPES)})")
+        return resolve_dtype(value)
+
+    p.add_argument("--dtype", type=dtype, default="auto", metavar="{" + ",".join(DTYPES) + "}",
+                   help=f"{DTYPE_HELP} (default: auto)")
+
+
 def add_generator_flags(p: argparse.ArgumentParser) -> None:
     """--generator, and one flag per vLLM engine setting (vLLM's own flag names), from the config."""
     from harness.config import VLLMConfig

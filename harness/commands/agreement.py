@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.commands import HelpFormatter, add_environment_flags, apply_environment, emit_json
+from harness.commands import (
+    HelpFormatter,
+    add_dtype_flag,
+    add_environment_flags,
+    apply_environment,
+    emit_json,
+)
 from harness.errors import ConfigError
 
 
@@ -28,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", default="embedded:smollm2-135m", metavar="MODEL",
                    help="tokenizer whose chat template renders prompts for rankers that use one "
                         "(pairrm)")
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    add_dtype_flag(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     p.add_argument("--yes", action="store_true", help="accept a paid judge's estimated cost")
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.commands import HelpFormatter, add_environment_flags, add_generator_flags, apply_environment
+from harness.commands import (
+    HelpFormatter,
+    add_dtype_flag,
+    add_environment_flags,
+    add_generator_flags,
+    apply_environment,
+)
 from harness.errors import ConfigError
 
 
@@ -53,7 +59,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--yes", action="store_true", help="accept a paid judge's estimated cost")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    add_dtype_flag(p)
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     add_generator_flags(p)

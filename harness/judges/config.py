@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.config import SAFE_NAME, format_validation_error, read_yaml_mapping
+from harness.config import DTYPE_HELP, SAFE_NAME, Dtype, format_validation_error, read_yaml_mapping
 from harness.errors import ConfigError
 
 JUDGE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "judge_configs"
@@ -44,7 +44,7 @@ class JudgeConfig(BaseModel):
     max_backoff_s: float = Field(60.0, ge=0)
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     price: Price = Price()
-    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"  # local judges only
+    dtype: Dtype = Field("bfloat16", description="local judges only: " + DTYPE_HELP)
     batch_size: int = Field(4, ge=1)  # local judges only
     verdict: Literal["generated", "constrained"] = Field(
         "generated", description="local judges: 'constrained' answers MT-Bench and Arena-Hard with "
