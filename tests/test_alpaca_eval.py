@@ -182,8 +182,12 @@ def test_local_annotator_runs_alpaca_eval_end_to_end(
         asked.append(instructions)
         return [f"A short answer to: {x[:40]}" for x in instructions]
 
+    judged_in: list[str] = []  # the local judge runs in the run's dtype, whatever it is
+    completions = ae.local_completions
+    monkeypatch.setattr(ae, "local_completions", lambda *a, **k: judged_in.append(k["dtype"]) or
+                        completions(*a, **k))
     out = tmp_path / "ae"
-    kwargs = {"annotator": "local", "limit": 3, "judge": str(long_context_judge)}
+    kwargs = {"annotator": "local", "limit": 3, "judge": str(long_context_judge), "dtype": "float32"}
     decoding = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 8}
     res = ae.evaluate("tiny", str(long_context_judge), answer, decoding, out, **kwargs)
     rows = ae.eval_set(3)
@@ -199,6 +203,7 @@ def test_local_annotator_runs_alpaca_eval_end_to_end(
     assert "offline" in m["lc_unavailable"]
     prov = res["provenance"]
     assert prov["baseline"] == "gpt4_1106_preview" and prov["judge"] == f"local:{long_context_judge}"
+    assert judged_in and set(judged_in) == {"float32"} and prov["judge_dtype"] == "float32"
     assert prov["n_examples"] == 3 and prov["alpaca_eval"].startswith("0.6")
     assert prov["limit"] == "3 (alpaca_eval max_instances: shuffled, seed 123)"  # not the first 3
     # The checkpoint's alpaca_eval model config, ready for a leaderboard submission.

@@ -101,7 +101,7 @@ def quick_evaluate(monkeypatch: pytest.MonkeyPatch, board: pd.DataFrame):
     monkeypatch.setattr("harness.models.load_tokenizer", lambda *a, **k: None)
     monkeypatch.setattr(ae, "annotate", lambda outputs, *a, **k: [
         {"instruction": o["instruction"], "output_2": o["output"]} for o in outputs])
-    monkeypatch.setattr(ae, "annotator_provenance", lambda annotator, judge: {
+    monkeypatch.setattr(ae, "annotator_provenance", lambda annotator, judge, dtype: {
         "annotator": annotator if annotator != ae.LOCAL_ANNOTATOR else "prompt and parser, local judge"})
 
     def run(out: Path, annotator: str = ae.OFFICIAL_ANNOTATOR, limit: int | None = None,

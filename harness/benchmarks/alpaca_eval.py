@@ -241,14 +241,14 @@ def local_completions(prompts: Sequence[str], judge: str, dtype: str = "bfloat16
             "time_per_example": [per_example] * n, "completions_all": completions}
 
 
-def _local_annotator_config(out_dir: Path, judge: str) -> tuple[Path, str]:
+def _local_annotator_config(out_dir: Path, judge: str, dtype: str) -> tuple[Path, str]:
     """The official annotator config with its completion function swapped for the local judge."""
     ae_dir = _evaluators_dir()
     official = yaml.safe_load((ae_dir / OFFICIAL_ANNOTATOR / "configs.yaml").read_text())
     cfg = dict(official[OFFICIAL_ANNOTATOR])
     cfg.pop("fn_completions")
     cfg["prompt_template"] = str(ae_dir / cfg["prompt_template"])
-    cfg["completions_kwargs"] = {"judge": judge}
+    cfg["completions_kwargs"] = {"judge": judge, "dtype": dtype}
     name = f"{OFFICIAL_ANNOTATOR}_local_judge"
     path = out_dir / "annotator" / name / "configs.yaml"
     write_text_atomic(path, "# written by sppo-harness: the official annotator with a local judge\n"
@@ -275,14 +275,16 @@ def _crash_safe(annotator_class: type) -> type:
 
 
 def annotate(model_outputs: list[dict], baseline_outputs: list[dict], annotator: str,
-             out_dir: Path, judge: str = "embedded:smollm2-135m") -> list[dict]:
+             out_dir: Path, judge: str = "embedded:smollm2-135m", dtype: str = "bfloat16"
+             ) -> list[dict]:
     """alpaca_eval's pairwise annotations (baseline = output_1), cached in ``out_dir`` after every
-    :data:`ANNOTATION_CHUNK` of them; a rerun annotates only what the cache lacks."""
+    :data:`ANNOTATION_CHUNK` of them; a rerun annotates only what the cache lacks. ``judge`` and
+    ``dtype``: the local judge, for the local annotator."""
     ae = _alpaca_eval()
     out_dir = out_dir.resolve()  # alpaca_eval reads relative config paths from its own folder
     kwargs: dict[str, Any] = {}
     if annotator == LOCAL_ANNOTATOR:
-        config, _ = _local_annotator_config(out_dir, judge)
+        config, _ = _local_annotator_config(out_dir, judge, dtype)
         kwargs["fn_completions"] = local_completions
     else:
         config = annotator
@@ -313,10 +315,10 @@ def check_annotator(annotator: str) -> None:
         )
 
 
-def annotator_provenance(annotator: str, judge: str) -> dict[str, Any]:
+def annotator_provenance(annotator: str, judge: str, dtype: str) -> dict[str, Any]:
     if annotator == LOCAL_ANNOTATOR:
         return {"annotator": f"{OFFICIAL_ANNOTATOR} prompt and parser, local judge",
-                "judge": f"local:{judge}"}
+                "judge": f"local:{judge}", "judge_dtype": dtype}
     ae_dir = _evaluators_dir()
     path = ae_dir / annotator / "configs.yaml"
     model = None
@@ -573,12 +575,12 @@ def evaluate(
                  "dataset": r["dataset"]} for r in rows]
     annotations = _saved_annotations(out_dir / "annotations.json", outputs)
     if annotations is None:
-        annotations = annotate(outputs, baseline, annotator, out_dir, judge)
+        annotations = annotate(outputs, baseline, annotator, out_dir, judge, dtype)
         write_json(out_dir / "annotations.json", annotations)
     files, reason = lc_files()
     metrics = score(annotations, files, reason, weights_dir=out_dir / "glm_weights")
     record = {
-        **annotator_provenance(annotator, judge),
+        **annotator_provenance(annotator, judge, dtype),
         "baseline": BASELINE,
         "n_examples": len(rows),
         "limit": limit_protocol(limit),
