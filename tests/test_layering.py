@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BOTTOM = ("harness.errors", "harness.artifacts", "harness.config", "harness.faults")
+BOTTOM = ("harness.errors", "harness.artifacts", "harness.config", "harness.faults", "harness.precision",
+          "harness.provenance")
 
 
 def _modules() -> dict[str, Path]:
