@@ -33,7 +33,8 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # recorded and compared is the dtype actually used.
 Dtype = Annotated[Literal["auto", "float32", "bfloat16", "float16"], AfterValidator(resolve_dtype)]
 DTYPE_HELP = ("compute dtype; auto: bfloat16 where the device multiplies it natively (a CUDA GPU "
-              "with bf16, a CPU with AVX512-BF16 or AMX), float32 elsewhere")
+              "with bf16, an x86 CPU with AVX-512 or an ARM one with bf16), float32 elsewhere")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

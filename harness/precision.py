@@ -1,9 +1,10 @@
 """What ``dtype: auto`` computes in: bfloat16 where the device multiplies it natively, else float32.
 
-A CUDA GPU with bf16 (Ampere and later) and an x86 CPU with AVX512-BF16 or AMX-BF16 run bf16
-matmuls at least as fast as float32. Elsewhere bf16 is a trap: on an AVX2-only CPU (measured on an
-AMD EPYC without AVX-512, one thread) torch's bf16 matmul falls back to a dot-product loop at
-1-8 GFLOPS against float32's 56, so a bf16 smoke run takes many times as long as a float32 one.
+A CUDA GPU with bf16 (Ampere and later) runs bf16 matmuls faster than float32; so does a CPU where
+torch hands bf16 matmuls to oneDNN (x86 with AVX-512, fastest with AVX512-BF16 or AMX; ARM with
+bf16). Elsewhere bf16 is a trap: on an AVX2-only CPU (measured on an AMD EPYC without AVX-512,
+one thread) torch's bf16 matmul is a fallback dot-product loop at 1-8 GFLOPS against float32's
+56, so a bf16 smoke run takes many times as long as a float32 one.
 
 The choice is made for the process's default device (CUDA where present, else the CPU) when a
 config or command line is read, so every record names the dtype actually used; a run resumed on a
@@ -16,8 +17,20 @@ import functools
 
 from harness.provenance import cpu_model_and_flags
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_bf16_is_native() -> bool:
+    """Whether torch's CPU bf16 matmuls go to oneDNN (torch's own check), not a fallback loop;
+    where torch cannot say, whether the CPU flags name bf16 instructions."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        _, flags = cpu_model_and_flags()
+        return any(f in flags for f in NATIVE_BF16_CPU_FLAGS)
 
 
 @functools.cache
@@ -27,8 +40,7 @@ def auto_dtype() -> str:
 
     if torch.cuda.is_available():
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    _, flags = cpu_model_and_flags()
-    return "bfloat16" if any(f in flags for f in NATIVE_BF16_CPU_FLAGS) else "float32"
+    return "bfloat16" if cpu_bf16_is_native() else "float32"
 
 
 def resolve_dtype(dtype: str) -> str:

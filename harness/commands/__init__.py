@@ -74,14 +74,15 @@ def add_config_flags(p: argparse.ArgumentParser, model: type[BaseModel], section
 def add_dtype_flag(p: argparse.ArgumentParser) -> None:
     """--dtype, ``auto`` resolved on this machine as a config's dtype is (harness/precision.py)."""
     from harness.config import DTYPE_HELP
-    from harness.precision import DTYPES, resolve_dtype
+    from harness.precision import DTYPE_NAMES, resolve_dtype
 
     def dtype(value: str) -> str:
-        if value not in DTYPES:
-            raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(DTYPES)})")
+        if value not in DTYPE_NAMES:
+            choices = ", ".join(DTYPE_NAMES)
+            raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {choices})")
         return resolve_dtype(value)
 
-    p.add_argument("--dtype", type=dtype, default="auto", metavar="{" + ",".join(DTYPES) + "}",
+    p.add_argument("--dtype", type=dtype, default="auto", metavar="{" + ",".join(DTYPE_NAMES) + "}",
                    help=f"{DTYPE_HELP} (default: auto)")
 
 
