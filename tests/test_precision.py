@@ -31,12 +31,25 @@ def test_this_cpus_bf16_check_agrees_with_its_flags() -> None:
     import platform
 
     _, flags = precision.cpu_model_and_flags()
+    native = precision.cpu_bf16_is_native()
     if any(f in flags for f in precision.NATIVE_BF16_CPU_FLAGS):
-        assert precision.cpu_bf16_is_native()
-    elif platform.machine() == "x86_64" and "avx512f" not in flags:
-        assert not precision.cpu_bf16_is_native()
-    else:
-        pytest.skip(f"neither case on this CPU (flags {flags})")
+        assert native, flags
+    if platform.machine() == "x86_64" and "avx512f" not in flags:
+        assert not native, flags
+
+
+@pytest.mark.parametrize(("flags", "want"), [(["avx2", "avx512f", "avx512_bf16"], True),
+                                             (["avx2", "amx_bf16"], True), (["avx2"], False)])
+def test_without_torchs_check_the_cpu_flags_decide(monkeypatch: pytest.MonkeyPatch, flags: list[str],
+                                                   want: bool) -> None:
+    import torch
+
+    def unavailable() -> bool:
+        raise RuntimeError("no mkldnn")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", unavailable)
+    monkeypatch.setattr(precision, "cpu_model_and_flags", lambda: ("cpu", flags))
+    assert precision.cpu_bf16_is_native() is want
 
 
 @pytest.mark.parametrize(("native", "want"), [(AVX512_BF16, "bfloat16"), (AVX2_ONLY, "float32")])
