@@ -7,9 +7,12 @@ comparable and fails with the differing fields named: a silent pass would hide a
 A metric missing from the run fails too.
 
 The report also says whether the run was made on the baseline's type of machine (CPU,
-instruction set, threads, GPU, torch): only there does a change that keeps behaviour give Δ = 0,
-since CPU kernels round bf16 and float sums differently across instruction sets and thread counts.
-That never changes a verdict; the tolerance does.
+instruction set, threads, GPU, torch, compute dtype): only there does a change that keeps
+behaviour give Δ = 0, since CPU kernels round bf16 and float sums differently across instruction
+sets and thread counts. That never changes a verdict; the tolerance does. The compute dtype is
+such a machine property, not part of the protocol here: under ``dtype: auto`` the machine picks
+it (bf16 where it multiplies bf16 natively, else float32), so a judge that differs from the
+baseline's only in its dtype is compared, and the row says so. Tables keep the two apart.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from harness.artifacts import read_json, write_json, write_text_atomic
 from harness.errors import DataError
+from harness.precision import DTYPE_NAMES
 from harness.provenance import git_sha
 from harness.results import Cell, label, run_cells
 
@@ -32,14 +36,29 @@ def _id(cell: Cell) -> str:
     return f"iter-{cell.iteration}/{cell.benchmark}/{cell.metric}"
 
 
-NUMERICS = ("cpu", "cpu_flags", "cpu_capability", "torch_threads", "gpu", "torch")
+NUMERICS = ("cpu", "cpu_flags", "cpu_capability", "torch_threads", "gpu", "torch", "dtype")
 
 
 def numerics_machine(run: Path) -> dict[str, Any]:
-    """What of the machine a run recorded decides its numbers' last bits (:data:`NUMERICS`)."""
+    """What of the machine a run recorded decides its numbers' last bits (:data:`NUMERICS`;
+    ``dtype``: the compute dtype its sampling and evaluation resolved to)."""
     meta = read_json(run / "run.json")
-    found = {**meta.get("machine", {}), "torch": meta.get("packages", {}).get("torch")}
+    found = {**meta.get("machine", {}), "torch": meta.get("packages", {}).get("torch"),
+             "dtype": meta.get("config", {}).get("sampling", {}).get("dtype")}
     return {k: found.get(k) for k in NUMERICS}
+
+
+def split_dtype(protocol: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A metric's protocol less its compute dtype (``judge_dtype``, or the dtype segment of a
+    local judge's id such as ``local:embedded:smollm2-135m:float32:constrained``), and that dtype."""
+    rest = dict(protocol)
+    dtype = rest.pop("judge_dtype", None)
+    if isinstance(judge := rest.get("judge"), str):
+        parts = judge.split(":")
+        named = [p for p in parts if p in DTYPE_NAMES]
+        rest["judge"] = ":".join(p for p in parts if p not in DTYPE_NAMES)
+        dtype = dtype or (named[0] if named else None)
+    return rest, dtype
 
 
 def machine_note(baseline: dict[str, Any], run: Path) -> str:
@@ -49,7 +68,7 @@ def machine_note(baseline: dict[str, Any], run: Path) -> str:
     both = [k for k in theirs if ours.get(k) is not None]
     if diff := _differences({k: theirs[k] for k in both}, {k: ours[k] for k in both}):
         return ("Made on another type of machine than the baseline (" + "; ".join(diff) + "): CPU "
-                "kernels round differently across these, so a Δ ≠ 0 here is no sign of changed "
+                "kernels and compute dtypes round differently across these, so a Δ ≠ 0 here is no sign of changed "
                 "behaviour; the tolerance decides.")
     for whose, record in (("baseline's run", theirs), ("run under check", ours)):
         if unrecorded := [k for k in NUMERICS if k != "gpu" and record.get(k) is None]:
@@ -96,7 +115,9 @@ def compare(run: Path, baseline: dict[str, Any], k: float = 2.0) -> list[dict[st
             rows.append({**row, "verdict": "fail", "reason": "missing from the run"})
             continue
         row.update(new=cell.value, new_se=cell.se)
-        diff = _differences(entry["protocol"], json.loads(cell.key))
+        (protocol, old_dtype), (new_protocol, new_dtype) = (
+            split_dtype(entry["protocol"]), split_dtype(json.loads(cell.key)))
+        diff = _differences(protocol, new_protocol)
         if diff:
             rows.append({**row, "verdict": "fail", "reason": "not comparable: " + "; ".join(diff)})
             continue
@@ -107,12 +128,14 @@ def compare(run: Path, baseline: dict[str, Any], k: float = 2.0) -> list[dict[st
         tol = k * math.sqrt(entry["se"] ** 2 + cell.se**2)
         delta = cell.value - entry["value"]
         row.update(delta=delta, tolerance=tol)
+        dtypes = (f" (judged in {new_dtype}, the baseline in {old_dtype})"
+                  if new_dtype != old_dtype else "")
         if delta < -tol:
             reason = f"regressed by {-delta:.3g} > {k:g}σ = {tol:.3g}"
-            rows.append({**row, "verdict": "fail", "reason": reason})
+            rows.append({**row, "verdict": "fail", "reason": reason + dtypes})
         else:
-            rows.append({**row, "verdict": "pass", "reason": "within tolerance" if delta <= tol
-                         else "improved beyond tolerance"})
+            rows.append({**row, "verdict": "pass", "reason": ("within tolerance" if delta <= tol
+                         else "improved beyond tolerance") + dtypes})
     for cid, cell in sorted(cells.items()):
         absent = cell.value is None or cell.se is None
         rows.append({"id": cid, "baseline": None, "baseline_se": None, "new": cell.value,

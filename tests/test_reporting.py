@@ -288,6 +288,38 @@ def test_gate_fails_when_provenance_changes(run_a: Path, baseline: Path, tmp_pat
     assert len(reasons) == 5 and all(r.startswith("not comparable: judge:") for r in reasons)
 
 
+def test_gate_compares_a_judge_that_differs_only_in_its_dtype(run_a: Path, baseline: Path,
+                                                              tmp_path: Path) -> None:
+    """``dtype: auto`` lets the machine pick bf16 or float32: a judge that differs from the
+    baseline's only there is compared (the tolerance decides, the row says so); any other change
+    of judge is still not comparable."""
+    def in_fp32(shift: float):
+        def edit(rec: dict) -> None:
+            prov = rec["provenance"]
+            if "judge_dtype" in prov:
+                prov["judge_dtype"] = "float32"
+            else:  # the dtype inside a local judge's id, as MT-Bench and Arena-Hard record it
+                prov["judge"] = "local:embedded:smollm2-135m:float32:constrained"
+            _shift(shift)(rec)
+        return edit
+
+    base = json.loads(baseline.read_text())
+    for m in base["metrics"]:
+        if m["id"].split("/")[1] == "alpaca_eval":
+            m["protocol"]["judge"] = "local:embedded:smollm2-135m:bfloat16:constrained"
+    baseline.write_text(json.dumps(base))
+    code, rep = _check(_variant(run_a, tmp_path / "fp32", in_fp32(-3.5)), baseline, tmp_path)
+    gated = [r for r in rep["metrics"] if r["verdict"] != "n/a"]
+    assert code == 0 and len(gated) == 5
+    assert all(r["verdict"] == "pass" and r["reason"] == "within tolerance (judged in float32, the "
+               "baseline in bfloat16)" for r in gated)
+    code, rep = _check(_variant(run_a, tmp_path / "fp32-worse", in_fp32(-15.0)), baseline, tmp_path)
+    assert code == 1 and {r["id"] for r in rep["metrics"] if r["verdict"] == "fail"} == {
+        "iter-1/win_rate_vs_base/win_rate", "iter-2/win_rate_vs_base/win_rate"}
+    assert gate.split_dtype({"judge": "local:other:float32:constrained", "n_examples": 8}) == (
+        {"judge": "local:other:constrained", "n_examples": 8}, "float32")
+
+
 def test_gate_fails_when_a_metric_is_missing(run_a: Path, baseline: Path, tmp_path: Path) -> None:
     dest = _variant(run_a, tmp_path / "short", lambda rec: None)
     shutil.rmtree(dest / "iter-2")
