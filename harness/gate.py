@@ -68,8 +68,8 @@ def machine_note(baseline: dict[str, Any], run: Path) -> str:
     both = [k for k in theirs if ours.get(k) is not None]
     if diff := _differences({k: theirs[k] for k in both}, {k: ours[k] for k in both}):
         return ("Made on another type of machine than the baseline (" + "; ".join(diff) + "): CPU "
-                "kernels and compute dtypes round differently across these, so a Δ ≠ 0 here is no sign of changed "
-                "behaviour; the tolerance decides.")
+                "kernels and compute dtypes round differently across these, so a Δ ≠ 0 here is no "
+                "sign of changed behaviour; the tolerance decides.")
     for whose, record in (("baseline's run", theirs), ("run under check", ours)):
         if unrecorded := [k for k in NUMERICS if k != "gpu" and record.get(k) is None]:
             return (f"The {whose} does not record its machine's {', '.join(unrecorded)}, so "

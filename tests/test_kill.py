@@ -218,7 +218,7 @@ def test_killed_inside_a_benchmark_resumes_without_paying_twice(
 
 
 # AlpacaEval (the embedded model judging: no paid call) and Open LLM (lm-eval on the tiny model),
-# in chunks of 2: iteration 0 commits 2 chunks of AlpacaEval answers, 2 chunks of annotations, then
+# in chunks of 1: iteration 0 commits 2 chunks of AlpacaEval answers, 2 chunks of annotations, then
 # 2 Open LLM tasks, one at a time.
 LOCAL_EVAL_POINTS = {
     "alpaca_eval answers": ("answer/chunk:1", "iter-0/eval/alpaca_eval"),
@@ -233,7 +233,7 @@ def local_eval_config(kill_config: Path) -> Path:
     run["training"]["save_steps"] = 0
     run["evaluation"] = {
         "benchmarks": ["alpaca_eval", "open_llm"],
-        "alpaca_eval": {"annotator": "local", "limit": 4, "decoding": {"max_new_tokens": 4}},
+        "alpaca_eval": {"annotator": "local", "limit": 2, "decoding": {"max_new_tokens": 4}},
         "open_llm": {"tasks": ["truthfulqa_mc2", "winogrande"], "limit": 1, "batch_size": 2}}
     path = kill_config.parent / "tiny-local-eval.yaml"
     path.write_text(yaml.safe_dump(run))
@@ -244,7 +244,7 @@ def local_eval_config(kill_config: Path) -> Path:
 def local_eval_reference(local_eval_config: Path, tiny_model_dir: Path,
                          tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("local-eval-ref") / "run"
-    done = _harness(local_eval_config, out, tiny_model_dir, eval_chunk=2)
+    done = _harness(local_eval_config, out, tiny_model_dir, eval_chunk=1)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -255,17 +255,17 @@ def test_killed_inside_alpaca_eval_or_open_llm_resumes_with_committed_work_reuse
         tmp_path: Path) -> None:
     point, stage = LOCAL_EVAL_POINTS[case]
     out = tmp_path / "run"
-    killed = _harness(local_eval_config, out, tiny_model_dir, crash_at=point, eval_chunk=2)
+    killed = _harness(local_eval_config, out, tiny_model_dir, crash_at=point, eval_chunk=1)
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["stages"][stage]["state"] == "running"
     alpaca, open_llm = out / "iter-0/eval/alpaca_eval", out / "iter-0/eval/open_llm"
     if case == "alpaca_eval answers":
-        assert len((alpaca / "model_outputs.json.partial").read_text().splitlines()) == 2
-        reused = "2 answer(s) committed before are reused"
+        assert len((alpaca / "model_outputs.json.partial").read_text().splitlines()) == 1
+        reused = "1 answer(s) committed before are reused"
     elif case == "alpaca_eval annotations":
         cache = alpaca / "annotations_cache.json"
         rows = json.loads(cache.read_text())
-        assert len(rows) == 2 and not (alpaca / "annotations.json").exists()
+        assert len(rows) == 1 and not (alpaca / "annotations.json").exists()
         # marked, so that the resumed run shows which annotations it took from the cache
         cache.write_text(json.dumps([{**r, "preference_time_per_example": -1.0} for r in rows]))
         reused = None
@@ -273,14 +273,14 @@ def test_killed_inside_alpaca_eval_or_open_llm_resumes_with_committed_work_reuse
         assert [json.loads(x)["task"] for x in
                 (open_llm / "results.json.partial").read_text().splitlines()] == ["truthfulqa_mc2"]
         reused = "1 task(s) committed before are reused: truthfulqa_mc2"
-    resumed = _harness(local_eval_config, out, tiny_model_dir, resume=True, eval_chunk=2)
+    resumed = _harness(local_eval_config, out, tiny_model_dir, resume=True, eval_chunk=1)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     if reused:
         assert reused in resumed.stderr
     else:
         times = [a["preference_time_per_example"]
                  for a in json.loads((alpaca / "annotations.json").read_text())]
-        assert times[:2] == [-1.0, -1.0] and min(times[2:]) > 0  # chunk 1 reused, chunk 2 judged
+        assert times[:1] == [-1.0] and min(times[1:]) > 0  # chunk 1 reused, chunk 2 judged
     got, want = _eval_files(out), _eval_files(local_eval_reference)
     if reused:
         assert got == want
