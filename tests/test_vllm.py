@@ -140,7 +140,8 @@ def test_sigkill_during_vllm_generation_resumes_byte_identical(
     vllm_run: dict[str, Any], tmp_path: Path
 ) -> None:
     """Killed after its first chunk of 4 prompts; the resumed run generates only the second and
-    writes the uninterrupted run's file (the same config's iteration 1, in ``vllm_run``)."""
+    writes the uninterrupted run's file (the same config's iteration 1, in ``vllm_run``). The
+    resumed run is killed in turn once it has ranked: its training is not what is tested here."""
     config = _tiny_config(tmp_path, [], judge=tmp_path / "unused.yaml")  # generation as in vllm_run
     out = tmp_path / "run"
     args = ("run", "--base", str(config), "--iters", "1", "--generator", "vllm", "--out", str(out),
@@ -152,8 +153,8 @@ def test_sigkill_during_vllm_generation_resumes_byte_identical(
     committed = [json.loads(x) for x in partial.read_text().splitlines()]
     assert len(committed) == CHUNK and not (out / "iter-1" / "generations.jsonl").exists()
     (out / ".lock").unlink()  # the dead process's lock (its refusal is tested in test_kill.py)
-    resumed = _harness(*args, "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = _harness(*args, "--resume", env={"SPPO_CRASH_AT": "iter-1/rank/end:1"})
+    assert resumed.returncode == -signal.SIGKILL, resumed.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["stages"]["iter-1/generate"]["resumed_prompts"] == CHUNK
     got = (out / "iter-1" / "generations.jsonl").read_bytes()
     assert got == (vllm_run["out"] / "iter-1" / "generations.jsonl").read_bytes()
