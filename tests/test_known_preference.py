@@ -3,7 +3,7 @@
 The ranker is a plug-in with a known preference: a response scores ``SCALE`` when it matches
 ``TARGET`` (it opens with the word "The") and 0 otherwise, so P(y ≻ y') = σ(s − s') under the
 harness's Bradley–Terry reading. Everything else is the real pipeline (``SPPORun``, as
-``harness run`` drives it): K = 5 seeded samples per prompt in bf16, the rank, probability and
+``harness run`` drives it): K = 5 seeded samples per prompt (dtype auto), the rank, probability and
 train stages (native backend, ``sppo`` loss, reference = previous iterate), disjoint prompt slices
 per iteration from the embedded set, and the in-loop win rate against the base on the held-out
 prompts (the embedded set's last 64, never trained on), scored by the same ranker, ties ½.
