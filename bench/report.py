@@ -146,6 +146,9 @@ def training_section(t: dict[str, Any], targets: list[list[str]]) -> list[str]:
                   f"nats (mean {a['mean_abs_difference']}), against an fp32 spread (std across them) of "
                   f"{a['fp32_logratio_std']} nats; correlation {a['correlation']}. Tolerance, fixed before "
                   f"measuring: {a['tolerance']}.", ""]
+        if a.get("variants"):
+            lines += ["Each rounding of a bf16 matmul's operands alone (fp32 arithmetic on operands rounded "
+                      "as named, `bench/logratio_precision.py`):", "", *_rounding_table(a), ""]
         targets.append([f"{dtype} log-ratios agree with fp32 ({a['tolerance']})",
                         f"largest difference {a['max_abs_difference']} (std {a['fp32_logratio_std']})",
                         _verdict(a["passed"])])
@@ -154,6 +157,47 @@ def training_section(t: dict[str, Any], targets: list[list[str]]) -> list[str]:
         targets.append([f"training ≥ 40 % MFU ({dtype} peak), native", _pct(native["mfu"]),
                         _verdict(native["mfu"] >= 0.4)])
     return lines
+
+
+ROUNDING_MEANING = {
+    "weights": "weights rounded to bf16, activations kept",
+    "activations": "activations rounded to bf16, weights kept",
+    "both": "both rounded: what a bf16 matmul reads",
+    "split weights": "activations rounded, each weight the sum of two bf16 parts: two matmuls",
+}
+
+
+def _rounding_table(found: dict[str, Any]) -> list[str]:
+    """One row per variant of :func:`bench.logratio_precision.decompose`."""
+    return _table(["variant", "largest difference", "mean difference", "largest / fp32 std", "correlation",
+                   "within tolerance"], [
+        [f"{name} ({ROUNDING_MEANING[name]})" if name in ROUNDING_MEANING else name,
+         f"{v['max_abs_difference']} nats", f"{v['mean_abs_difference']} nats",
+         f"{v['max_over_fp32_std']:.3f}" if "max_over_fp32_std" in v else "",
+         v["correlation"], "yes" if v["passed"] else "no"]
+        for name, v in found["variants"].items()])
+
+
+def precision_section(p: dict[str, Any]) -> list[str]:
+    command = f"python -m bench.logratio_precision --run {p['run']}"
+    command += " --autocast" if p.get("autocast") else ""
+    made_by = (p.get("run_git_sha") or "unknown")[:7]
+    return [
+        "## 6. Where bf16 log-ratios depart from fp32",
+        "",
+        f"`{command}`: the policy of iteration {p['iteration']} of that run (made by harness {made_by}; "
+        f"{p['training_steps']} {p['optimizer']} steps at learning rate {p['learning_rate']}) "
+        f"against its reference (the iteration before), on the {p['pairs']} preference pairs it trained "
+        f"on: {p['sequences']} log-ratios log π − log π_ref, whose fp32 values spread with a standard "
+        f"deviation of {p['fp32_logratio_std']} nats (mean magnitude {p['fp32_logratio_mean_abs']}). "
+        "Each variant computes every linear layer of both models in fp32 on operands rounded as named, "
+        "so each source of a bf16 matmul's error shows alone; `bfloat16 autocast` is the trainer's own "
+        f"arithmetic. Tolerance, as section 3's: {p['tolerance']}. Machine: "
+        + ", ".join(f"{k} {v}" for k, v in p["machine"].items()) + f"; {p['threads']} thread(s).",
+        "",
+        *_rounding_table(p),
+        "",
+    ]
 
 
 def end_to_end_section(e: dict[str, Any], targets: list[list[str]]) -> list[str]:
@@ -216,7 +260,7 @@ def backends_section(b: dict[str, Any]) -> list[str]:
 def write_report(results: Path = RESULTS, out: Path = REPORT, analysis: Path = HERE / "ANALYSIS.md") -> Path:
     gen, rank = _load(results, "generation"), _load(results, "rank_throughput")
     train, e2e = _load(results, "train_throughput"), _load(results, "end_to_end")
-    backends = _load(results, "backends")
+    backends, precision = _load(results, "backends"), _load(results, "logratio_precision")
     any_run = gen or rank or train or e2e
     targets: list[list[str]] = []
     lines = ["# Benchmark report", "",
@@ -228,7 +272,8 @@ def write_report(results: Path = RESULTS, out: Path = REPORT, analysis: Path = H
                   + ", ".join(f"{k} {v}" for k, v in sorted(p.items())) + ".", ""]
     for data, section in ((gen, lambda d: generation_section(d, targets)), (rank, ranking_section),
                           (train, lambda d: training_section(d, targets)),
-                          (e2e, lambda d: end_to_end_section(d, targets)), (backends, backends_section)):
+                          (e2e, lambda d: end_to_end_section(d, targets)), (backends, backends_section),
+                          (precision, precision_section)):
         if data is not None:
             lines += section(data)
     lines += ["## Targets", "", *_table(["target", "measured", ""], targets), ""]

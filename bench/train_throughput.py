@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from bench.hardware import matmul_gflops
+from bench.logratio_precision import decompose
 from harness.artifacts import write_json, write_jsonl
 from harness.config import TrainingConfig, load_config
 from harness.models import load_model, load_tokenizer, resolve_source
@@ -53,37 +54,17 @@ def preference_pool(path: Path, pairs: int, response_tokens: int) -> None:
     } for i in range(pairs)))
 
 
-# bf16 log-ratios (log π − log π_ref, the quantity SPPO trains on) pass when every pair's is
-# within this share of the fp32 log-ratios' standard deviation across pairs
-LOGRATIO_TOLERANCE = 0.1
-
-
-@torch.no_grad()
 def logratio_agreement(policy: str, reference: str, prefs: Path, cfg: TrainingConfig) -> dict[str, Any]:
     """Each pair's chosen and rejected log-ratio of the trained policy against the reference,
-    computed under ``cfg.dtype`` autocast and in fp32 with the same weights, and how far apart."""
-    from trainers.data import accelerator, load_pairs, pair_logps
+    computed under ``cfg.dtype`` autocast and in fp32 with the same weights, how far apart, and
+    how far each rounding of a bf16 matmul's operands alone takes them (:mod:`bench.logratio_precision`)."""
+    from trainers.data import load_pairs
 
-    tok, acc = load_tokenizer(reference), accelerator("cpu", 1)
+    tok = load_tokenizer(reference)
     pairs = load_pairs(prefs, tok, cfg.max_length, cfg.max_prompt_length)
-    models = {name: load_model(path, "float32")
-              for name, path in (("policy", policy), ("reference", reference))}
-    ratios = {}
-    for dtype in ("float32", cfg.dtype):
-        logps = {name: pair_logps(model, pairs, cfg.per_device_batch_size, tok.pad_token_id, acc, dtype,
-                                  False, name, False).double().flatten()
-                 for name, model in models.items()}
-        ratios[dtype] = logps["policy"] - logps["reference"]
-    exact, low = ratios["float32"], ratios[cfg.dtype]
-    spread = float(exact.std())
-    gap = (low - exact).abs()
-    return {"sequences": len(exact), "fp32_logratio_std": round(spread, 4),
-            "fp32_logratio_mean_abs": round(float(exact.abs().mean()), 4),
-            "max_abs_difference": round(float(gap.max()), 4),
-            "mean_abs_difference": round(float(gap.mean()), 4),
-            "correlation": round(float(torch.corrcoef(torch.stack([exact, low]))[0, 1]), 5),
-            "tolerance": f"every pair's difference ≤ {LOGRATIO_TOLERANCE} × the fp32 std",
-            "passed": float(gap.max()) <= LOGRATIO_TOLERANCE * spread}
+    found = decompose(load_model(policy, "float32"), load_model(reference, "float32"), pairs,
+                      tok.pad_token_id, cfg.per_device_batch_size, cfg.dtype)
+    return {**found, **found["variants"][f"{cfg.dtype} autocast"]}
 
 
 def one(backend: str, prefs: Path, cfg: TrainingConfig, device: str) -> dict[str, Any]:

@@ -9,11 +9,16 @@ of 89 s. Raising the mmap and trim thresholds keeps such blocks in the heap for 
 PyTorch CPU guide reaches the same end with jemalloc or tcmalloc). A user's own ``MALLOC_*``
 settings or preloaded allocator are left alone. The environment variables are set too, so the
 processes the harness starts (``accelerate launch``'s, vLLM's) begin with the same settings.
+
+The price is memory a finished stage freed but the heap keeps: :func:`release_free_memory`
+hands it back to the OS between stages (``malloc_trim``), so the next stage does not start from
+the last one's high-water mark.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import sys
 
@@ -36,3 +41,15 @@ def keep_large_blocks(threshold: int = THRESHOLD) -> bool:
         return False
     os.environ.update({name: str(threshold) for name in _OPTIONS})
     return True
+
+
+def release_free_memory() -> bool:
+    """Collect garbage and return the heap's free pages to the OS (glibc's ``malloc_trim``);
+    False where there is no glibc."""
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from harness import benchmarks, evaluate, report
+from harness.allocator import release_free_memory
 from harness.config import RunConfig, deep_merge
 from harness.errors import RunStateError
 from harness.generate import Sampling
@@ -184,7 +185,14 @@ class SPPORun:
         return self._under_test(self.policy_path(t))
 
     def release(self) -> None:
+        """Free the model under test, the ranker and any local judge (before training: each is
+        loaded again when next needed) and the memory they held."""
+        from harness.judges.local import release_local_judges
+
         self._release()
+        self._ranker = None
+        release_local_judges()
+        release_free_memory()
 
     def ranker(self) -> Ranker:
         return self._get_ranker()
@@ -280,5 +288,6 @@ class SPPORun:
             return
         _say(f"[{tag}] {name} ...")
         self.dir.run_stage(stage, fn)
+        release_free_memory()  # what the stage freed, not kept for the next one
         _say(f"[{tag}] {name}: {self.dir.meta['stages'][stage]['seconds']} s")
 

@@ -40,3 +40,23 @@ def test_logratio_agreement_is_a_target_with_its_tolerance(tmp_path: Path) -> No
         assert row.endswith(f"| largest difference {gap} (std 4.0) | {verdict} |")
         assert row.count("|") == 4  # three cells
         assert f"differs by at most {gap} nats" in text
+
+
+def test_precision_section_shows_each_rounding_with_its_verdict(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    variants = {"weights": {"max_abs_difference": 7.1, "mean_abs_difference": 1.8, "max_over_fp32_std": 0.262,
+                            "correlation": 0.996, "passed": False},
+                "activations": {"max_abs_difference": 0.5, "mean_abs_difference": 0.13,
+                                "max_over_fp32_std": 0.018, "correlation": 0.9999, "passed": True}}
+    (results / "logratio_precision.json").write_text(json.dumps({
+        "run": "runs/ci-smoke", "iteration": 2, "training_steps": 12, "optimizer": "rmsprop",
+        "learning_rate": 1e-5, "pairs": 48, "sequences": 96, "fp32_logratio_std": 27.1,
+        "fp32_logratio_mean_abs": 22.3, "tolerance": "every pair's difference ≤ 0.1 × the fp32 std",
+        "machine": {"cpu": "AMD EPYC"}, "threads": 1, "variants": variants}))
+    text = write_report(results, tmp_path / "REPORT.md", tmp_path / "no-analysis.md").read_text()
+    assert "## 6. Where bf16 log-ratios depart from fp32" in text
+    rows = [line for line in text.split("## 6.")[1].splitlines() if line.startswith("| weights")
+            or line.startswith("| activations")]
+    assert rows[0].endswith("| 7.1 nats | 1.8 nats | 0.262 | 0.996 | no |")
+    assert rows[1].endswith("| 0.5 nats | 0.13 nats | 0.018 | 0.9999 | yes |")

@@ -56,15 +56,21 @@ def test_a_run_builds_one_model_per_checkpoint(tiny_model_dir: Path, tmp_path: P
             assert (out / f"iter-{t}" / "eval" / bench / "results.json").is_file(), (t, bench)
     model_events.assert_one_per_checkpoint(events, checkpoints)
     judges = {p for kind, p in events if kind == "open"} - set(checkpoints)  # the local AlpacaEval judge
-    assert all(sum(e == ("open", p) for e in events) == 1 for p in judges), events
+    # loaded once per checkpoint's evaluation and closed before each training
+    assert judges and all(sum(e == ("open", p) for e in events) == 3 for p in judges), events
+    loaded: set[str] = set()
+    for kind, path in events:
+        if path in judges and kind in ("open", "close"):
+            (loaded.add if kind == "open" else loaded.discard)(path)
+        assert not (kind == "train" and loaded), f"training started with judge {loaded} loaded: {events}"
 
 
 @pytest.mark.parametrize("bench", ["open_llm", "mt_bench", "alpaca_eval"])
 def test_eval_builds_one_model(bench: str, tiny_model_dir: Path, long_context_judge: Path,
                                tmp_path: Path, judge: Path, events: list[tuple[str, str]]) -> None:
-    from harness.judges.local import get_local_judge
+    from harness.judges.local import release_local_judges
 
-    get_local_judge.cache_clear()  # (an earlier test may have loaded the same judge)
+    release_local_judges()  # (an earlier test may have loaded the same judge)
     model = str(long_context_judge) if bench == "alpaca_eval" else str(tiny_model_dir)
     args = {"open_llm": ["--tasks", "arc_challenge", "winogrande", "--limit", "1"],
             "mt_bench": ["--judge", str(judge), "--limit", "1", "--max-new-tokens", "4", "--yes"],

@@ -4,7 +4,6 @@ log-probability verdicts (:meth:`LocalJudge.verdicts`)."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +40,10 @@ class LocalJudge:
         self.batch_size = batch_size
         self.progress = progress
         self.max_tokens = getattr(self.model.config, "max_position_embeddings", None)
+
+    def close(self) -> None:
+        self._chat.close()
+        self.model = None  # type: ignore[assignment]
 
     @property
     def name(self) -> str:
@@ -109,8 +112,22 @@ class LocalJudge:
         ]
 
 
-@functools.cache
+_LOADED: dict[tuple[str, str, str | None, int], LocalJudge] = {}
+
+
 def get_local_judge(source: str = DEFAULT_JUDGE, dtype: str = "bfloat16",
                     device: str | None = None, batch_size: int = 4) -> LocalJudge:
-    return LocalJudge(source, dtype, device, batch_size)
+    """One judge per (source, dtype, device, batch size), loaded when first asked for and kept
+    until :func:`release_local_judges`."""
+    key = (source, dtype, device, batch_size)
+    if key not in _LOADED:
+        _LOADED[key] = LocalJudge(*key)
+    return _LOADED[key]
+
+
+def release_local_judges() -> None:
+    """Close every loaded local judge (a run does so before training; they load again when next
+    asked for)."""
+    while _LOADED:
+        _LOADED.popitem()[1].close()
 
