@@ -345,7 +345,9 @@ def evaluate(model: ModelUnderTest, out_dir: Path, limit: int | dict[str, int] |
     mirror = os.environ.get("SPPO_DATA_DIR")
     local = (render_local_tasks(Path(mirror), out_dir / "tasks") if mirror
              else LocalTasks(names=render_hub_overrides(out_dir / "tasks")))
-    manager = TaskManager(include_path=str(out_dir / "tasks"))
+    # With a mirror every task that runs is a rendered one, whose includes name lm-eval's files
+    # by path: indexing lm-eval's own tasks too would add 10-20 s to each call and change nothing.
+    manager = TaskManager(include_path=str(out_dir / "tasks"), include_defaults=not mirror)
     call = {"version": VERSION, "model": model.path, "limit": limit, "batch_size": batch_size,
                 "apply_chat_template": apply_chat_template, "data_dir": mirror}
     log = _task_log(out_dir, call)
