@@ -1,10 +1,11 @@
 """Evaluate stage: the checkpoint against the base on held-out prompts, under the run's ranker.
 
 The paper's "PairRM score" style metric: for each held-out prompt one sampled response of the
-base and one of the checkpoint (same decoding settings, same seed) are scored together by the
-ranker; a win counts 1, a tie ½. Reported in percent with its standard error over prompts, and the
-mean Bradley–Terry preference σ(s_new − s_base) beside it. Benchmarks of their own issues plug
-in beside this one under ``eval/<benchmark>/results.json``.
+base and one of the checkpoint (same decoding settings, same seed) are scored by the ranker,
+together, or where a response's score does not depend on the others (``Ranker.independent``) the
+base's once per run; a win counts 1, a tie ½. Reported in percent with its standard error over
+prompts, and the mean Bradley–Terry preference σ(s_new − s_base) beside it. Benchmarks of their
+own issues plug in beside this one under ``eval/<benchmark>/results.json``.
 """
 
 from __future__ import annotations

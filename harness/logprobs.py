@@ -263,24 +263,31 @@ def shared_prefix_logprobs(
 @torch.inference_mode()
 def continuation_logprobs(model: torch.nn.Module, prompt: list[int],
                           continuations: list[list[int]]) -> list[float]:
-    """Summed log p(continuation | prompt) of each continuation: the prompt is run once and its
-    KV cache cut back to the prompt after each continuation (a constrained judge's choice)."""
+    """Summed log p(continuation | prompt) of each continuation (a constrained judge's choice).
+
+    The prompt runs once, keeping logits at its last position only; the continuations of each
+    length then run as one batch on copies of its KV cache. Rows of one length get the same bits
+    in a batch as alone in bf16 (tests/test_constrained_verdicts.py); a row padded to a longer one
+    does not (its attention is blocked differently), so rows are grouped by length, not padded."""
     if any(not c for c in continuations):
         raise ValueError("every continuation needs at least one token")
     device = next(model.parameters()).device
     cache_arg = kv_cache_name(model)
     model.eval()
-    out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+    out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1)
     cache = getattr(out, cache_arg)
     first = out.logits[0, -1].float().log_softmax(-1)
-    totals = []
-    for cont in continuations:
-        total = float(first[cont[0]])
+    totals = [float(first[cont[0]]) for cont in continuations]
+    by_length: dict[int, list[int]] = {}
+    for i, cont in enumerate(continuations):
         if len(cont) > 1:
-            logits = model(input_ids=torch.tensor([cont[:-1]], device=device), use_cache=True,
-                           **{cache_arg: cache}).logits[0]
-            logp = logits.float().log_softmax(-1)
-            total += float(logp[torch.arange(len(cont) - 1), torch.tensor(cont[1:], device=device)].sum())
-            cache.crop(-(len(cont) - 1))  # back to the prompt alone
-        totals.append(total)
+            by_length.setdefault(len(cont), []).append(i)
+    for length, rows in by_length.items():
+        rows_cache = copy.deepcopy(cache)
+        rows_cache.batch_repeat_interleave(len(rows))
+        ids = torch.tensor([continuations[i][:-1] for i in rows], device=device)
+        logp = model(input_ids=ids, use_cache=True, **{cache_arg: rows_cache}).logits.float().log_softmax(-1)
+        steps = torch.arange(length - 1, device=device)
+        for r, i in enumerate(rows):
+            totals[i] += float(logp[r, steps, torch.tensor(continuations[i][1:], device=device)].sum())
     return totals

@@ -1,10 +1,11 @@
 """Constrained verdicts: a local judge too small to write the official verdict format answers
 MT-Bench and Arena-Hard with the official rating or label it gives the highest log-probability.
 
-What is checked: the cached-prefix scoring equals a plain forward pass over prompt + choice;
-the chosen reply is the argmax; every judgment parses with the official parsers (so the score is
-a number); the judge's id, and with it the protocol key, says "constrained"; generated requests
-keep their cache keys."""
+What is checked: the cached-prefix scoring equals a plain forward pass over prompt + choice, and
+its batches of equal-length choices give each choice the bits it gets scored alone; the chosen
+reply is the argmax; every judgment parses with the official parsers (so the score is a number);
+the judge's id, and with it the protocol key, says "constrained"; generated requests keep their
+cache keys."""
 
 from __future__ import annotations
 
@@ -57,6 +58,59 @@ def test_cached_prefix_scores_equal_a_plain_forward_pass(tiny_model_dir: Path) -
     assert continuation_logprobs(model, prompt, choices[::-1]) == pytest.approx(want[::-1], abs=1e-4)
     with pytest.raises(ValueError, match="at least one token"):
         continuation_logprobs(model, prompt, [[1], []])
+
+
+def _one_at_a_time(model: torch.nn.Module, prompt: list[int], choices: list[list[int]]) -> list[float]:
+    """How the constrained judge scored choices until session 25: each choice alone on the
+    prompt's KV cache, which is cut back to the prompt after it (full logits for the prompt)."""
+    from harness.models import kv_cache_name
+
+    name = kv_cache_name(model)
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+        cache, first = getattr(out, name), out.logits[0, -1].float().log_softmax(-1)
+        totals = []
+        for c in choices:
+            total = float(first[c[0]])
+            if len(c) > 1:
+                logp = model(input_ids=torch.tensor([c[:-1]]), use_cache=True,
+                             **{name: cache}).logits[0].float().log_softmax(-1)
+                total += float(logp[torch.arange(len(c) - 1), torch.tensor(c[1:])].sum())
+                cache.crop(-(len(c) - 1))
+            totals.append(total)
+    return totals
+
+
+def test_batched_choices_score_as_each_alone_on_the_embedded_judge() -> None:
+    """The embedded judge in the dtype a run gives it here (bf16 where the CPU has native bf16,
+    else float32), on MT-Bench's judging prompt for questions 112 and 119 with GPT-4's reference
+    answers as the answers to rate: MT-Bench's ten ratings ("10" one token longer than the rest),
+    and for 112 Arena-Hard's five labels too. With native bf16, the same bits as one choice at a time; on
+    these two prompts, padding "1".."9" to the length of "10" in one batch did not give them
+    (3 of the 30 reference answers' prompts changed, by up to 0.04 nats, measured in session 25).
+    In float32 the prompt's last-position logits come from a one-row product, whose last bits
+    may differ from the whole prompt's (up to 9e-6 nats here), so there within 1e-4."""
+    from harness.judges.local import LocalJudge
+    from harness.precision import auto_dtype, cpu_bf16_is_native
+
+    dtype = auto_dtype()
+    judge = LocalJudge(dtype=dtype)
+    questions = {q["question_id"]: q for q in mt_bench.questions()}
+    template = mt_bench.judge_prompt("single-v1")
+    labels = (mt_bench.rating_choices(template["output_format"]), ah.verdict_choices("v0.1"))
+    for qid in (112, 119):
+        user = template["prompt_template"].format(question=questions[qid]["turns"][0],
+                                                  answer=mt_bench.references()[qid][0])
+        prompt = judge._encode(({"role": "system", "content": template["system_prompt"]},
+                                {"role": "user", "content": user}), str(qid))
+        for replies in labels[: 2 if qid == 112 else 1]:
+            choices = [judge.tokenizer(c, add_special_tokens=False)["input_ids"] for c in replies]
+            got = continuation_logprobs(judge.model, prompt, choices)
+            want = _one_at_a_time(judge.model, prompt, choices)
+            if dtype == "bfloat16" and cpu_bf16_is_native():
+                assert got == want, qid
+            else:
+                assert got == pytest.approx(want, abs=1e-4), qid
 
 
 def test_the_judge_replies_with_its_most_likely_choice(tiny_model_dir: Path, tmp_path: Path) -> None:

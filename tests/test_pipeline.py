@@ -49,10 +49,23 @@ def _mtimes(root: Path) -> dict[str, int]:
             if p.is_file() and p.name != "run.json"}
 
 
+SCORED: list[tuple[list[str], list[list[str]]]] = []  # the finished run's ranker calls
+
+
 @pytest.fixture(scope="module")
 def finished_run(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from harness.rank.embedded import PMIRanker
+
+    score = PMIRanker.score
+
+    def spy(self: PMIRanker, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        SCORED.append((prompts, candidates))
+        return score(self, prompts, candidates)
+
     out = tmp_path_factory.mktemp("runs") / "tiny-sppo"
-    _run(tiny_config, out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(PMIRanker, "score", spy)
+        _run(tiny_config, out)
     return out
 
 
@@ -115,6 +128,23 @@ def test_artifact_contract(finished_run: Path) -> None:
     assert (unplotted in page) == (len(rates) == 1)
     assert not list(root.rglob(".*tmp-*"))  # no temporary leftovers
     assert not (root / ".lock").exists()
+
+
+def test_an_independent_ranker_scores_the_base_once(finished_run: Path) -> None:
+    """tiny-pmi scores each response on its own: the base's held-out answers are scored once, alone,
+    and both iterations' win rates compare with those same scores."""
+    base = read_jsonl(finished_run / "iter-0" / "eval" / "win_rate_vs_base" / "generations.jsonl")
+    heldout = [b["prompt"] for b in base]
+    calls = [c for p, c in SCORED if p == heldout]
+    assert len(calls) == 3  # the base, then each iteration's checkpoint
+    news = [read_jsonl(finished_run / f"iter-{t}" / "eval" / "win_rate_vs_base" / "generations.jsonl")
+            for t in (1, 2)]
+    assert calls == [[[r["response"]] for r in rows] for rows in (base, *news)]
+    saved = read_json(finished_run / "iter-0" / "eval" / "win_rate_vs_base" / "base_scores.json")
+    assert saved["ranker"] == "tiny-pmi" and saved["prompt_ids"] == [b["prompt_id"] for b in base]
+    for t in (1, 2):
+        rows = read_jsonl(finished_run / f"iter-{t}" / "eval" / "win_rate_vs_base" / "scores.jsonl")
+        assert [r["base_score"] for r in rows] == saved["scores"]
 
 
 def test_resume_of_finished_run_does_no_work(finished_run: Path, tiny_config: Path) -> None:

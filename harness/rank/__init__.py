@@ -31,6 +31,10 @@ Matrix = list[list[float]]
 
 class Ranker(Protocol):
     name: str
+    # True where a response's score does not depend on the candidates it is scored with (the
+    # embedded rankers, reward models); the win-rate stage then scores the base's answers once.
+    # A ranker without it is given each base answer beside the checkpoint's.
+    independent: bool
 
     def score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
         """``scores[i][k]`` for candidate k of prompt i."""

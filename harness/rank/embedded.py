@@ -22,6 +22,8 @@ from harness.rank import Ranker, register, split_flat
 class PMIRanker:
     """Pointwise mutual information of response and instruction under a causal chat LM."""
 
+    independent = True
+
     def __init__(self, model, tokenizer, name: str, batch_size: int = 16, progress: bool = True):
         self.model = model
         self.tokenizer = tokenizer
@@ -54,6 +56,8 @@ class PMIRanker:
 
 class YesNoJudgeRanker:
     """A chat LM asked whether the response is a good answer; score = log p(Yes) − log p(No)."""
+
+    independent = True
 
     def __init__(self, model, tokenizer, name: str, batch_size: int = 16,
                  max_response_tokens: int = 384, progress: bool = True):

@@ -76,6 +76,8 @@ def _verdict_logodds(j: Judgment) -> float | None:
 
 
 class JudgeRanker:
+    independent = False  # pairwise games; pointwise, an unparseable rating takes the others' mean
+
     def __init__(self, judge, cfg: JudgeConfig, spec: str, pairwise: bool = True, yes: bool = False,
                  progress: bool = True, cache: JudgmentCache | None = None) -> None:
         self.judge, self.cfg, self.pairwise = judge, cfg, pairwise

@@ -151,6 +151,8 @@ def _quiet():
 
 
 class PairRMRanker:
+    independent = False  # a response's score is its comparisons with the others
+
     def __init__(self, blender, policy_tokenizer, name: str = "pairrm", batch_size: int = 16,
                  progress: bool = True) -> None:
         self.blender = blender

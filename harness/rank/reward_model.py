@@ -19,6 +19,8 @@ from harness.rank import Ranker, register, split_flat
 
 
 class RewardModelRanker:
+    independent = True
+
     def __init__(self, model, tokenizer, name: str, batch_size: int = 8, max_length: int | None = None,
                  progress: bool = True) -> None:
         if getattr(model.config, "num_labels", 1) != 1:

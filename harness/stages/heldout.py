@@ -1,13 +1,17 @@
 """The in-loop evaluation (the win rate against the base): one sample of the base and of each
-checkpoint on the held-out prompts, scored together by the run's ranker."""
+checkpoint on the held-out prompts, scored by the run's ranker: together, or, for a ranker whose
+scores are independent of the other candidates (:attr:`harness.rank.Ranker.independent`), the
+base's answers once per run (``iter-0``'s ``base_scores.json``) and each checkpoint's alone, so
+that every iteration is compared with the same base scores."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from harness import evaluate
-from harness.artifacts import read_jsonl, write_json, write_jsonl
+from harness.artifacts import read_json, read_jsonl, write_json, write_jsonl
 from harness.prompts import Prompt
+from harness.rank import Ranker
 
 if TYPE_CHECKING:
     from harness.pipeline import SPPORun
@@ -28,12 +32,32 @@ def heldout_generations(run: SPPORun, t: int, prompts: list[Prompt]) -> list[dic
     return rows
 
 
+def base_scores(run: SPPORun, ranker: Ranker, base: list[dict[str, Any]]) -> list[float]:
+    """The base's held-out answers scored alone, read from ``iter-0`` when this ranker (in this
+    dtype) scored them before, else scored and written there."""
+    path = run.dir.eval_dir(0, evaluate.BENCHMARK) / "base_scores.json"
+    key = {"ranker": ranker.name, "dtype": run.config.sampling.dtype,
+           "prompt_ids": [b["prompt_id"] for b in base]}
+    if path.exists():
+        saved = read_json(path)
+        if {k: saved.get(k) for k in key} == key:
+            return saved["scores"]
+    scores = [s[0] for s in ranker.score([b["prompt"] for b in base], [[b["response"]] for b in base])]
+    write_json(path, {**key, "scores": scores})
+    return scores
+
+
 def run_stage(run: SPPORun, t: int, prompts: list[Prompt]) -> dict[str, Any]:
     base = heldout_generations(run, 0, prompts)
     new = heldout_generations(run, t, prompts)
     ranker = run.ranker()
-    scores = ranker.score([b["prompt"] for b in base],
-                          [[b["response"], n["response"]] for b, n in zip(base, new, strict=True)])
+    if getattr(ranker, "independent", False):
+        reference = base_scores(run, ranker, base)
+        new_scores = ranker.score([n["prompt"] for n in new], [[n["response"]] for n in new])
+        scores = [[b, n[0]] for b, n in zip(reference, new_scores, strict=True)]
+    else:
+        scores = ranker.score([b["prompt"] for b in base],
+                              [[b["response"], n["response"]] for b, n in zip(base, new, strict=True)])
     out = run.dir.eval_dir(t, evaluate.BENCHMARK)
     write_jsonl(out / "scores.jsonl", (
         {"prompt_id": b["prompt_id"], "base_score": s[0], "score": s[1]}
