@@ -34,13 +34,14 @@ def heldout_generations(run: SPPORun, t: int, prompts: list[Prompt]) -> list[dic
 
 def base_scores(run: SPPORun, ranker: Ranker, base: list[dict[str, Any]]) -> list[float]:
     """The base's held-out answers scored alone, read from ``iter-0`` when this ranker (in this
-    dtype) scored them before, else scored and written there."""
+    dtype) scored them before, else (also when the file does not hold a score per answer) scored
+    and written there."""
     path = run.dir.eval_dir(0, evaluate.BENCHMARK) / "base_scores.json"
     key = {"ranker": ranker.name, "dtype": run.config.sampling.dtype,
            "prompt_ids": [b["prompt_id"] for b in base]}
     if path.exists():
         saved = read_json(path)
-        if {k: saved.get(k) for k in key} == key:
+        if {k: saved.get(k) for k in key} == key and len(saved.get("scores") or ()) == len(base):
             return saved["scores"]
     scores = [s[0] for s in ranker.score([b["prompt"] for b in base], [[b["response"]] for b in base])]
     write_json(path, {**key, "scores": scores})
