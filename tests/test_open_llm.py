@@ -202,6 +202,38 @@ def test_shared_prefix_log_likelihoods_equal_hflms_per_request(tiny_model_dir: P
     assert shared_tokens < 0.5 * full_tokens
 
 
+def test_the_lm_head_runs_only_where_a_row_reads(tiny_model_dir: Path) -> None:
+    """Rows of one batch read different positions (a judge's verdict after prompts of different
+    lengths, a choice's tokens): the LM head sees those positions only, and each row's log-probs
+    equal those of the row scored alone (fp32, 1e-5)."""
+    import torch
+
+    from harness.logprobs import next_token_logprobs, shared_prefix_logprobs
+
+    model = load_model(str(tiny_model_dir))
+    head_rows: list[int] = []
+    hook = model.get_output_embeddings().register_forward_pre_hook(
+        lambda _, args: head_rows.append(args[0].shape[0] * args[0].shape[1]))
+    shared = list(range(40, 70))  # a common prefix: the rows continue from its KV cache
+    seqs = [shared + list(range(100, 100 + n)) for n in (3, 17, 9, 30)]
+    try:
+        batched, _, _ = next_token_logprobs(model, seqs, [5, 6, 7], batch_size=4)
+        assert head_rows == [1, 4 * 4]  # the prefix's last position; 4 rows × 4 distinct ends
+        alone = torch.cat([next_token_logprobs(model, [s], [5, 6, 7], batch_size=1)[0] for s in seqs])
+        inputs = [Scored(tuple(s), first) for s, first in zip(seqs, (31, 45, 33, 59), strict=True)]
+        head_rows.clear()
+        spans = shared_prefix_logprobs(model, inputs, 4, torch.float32, lambda _, lp: lp.clone())
+        kept = sorted({p for s in inputs for p in range(s.first - 30, len(s.tokens) - 30)})
+        assert head_rows == [1, 4 * len(kept)] and len(kept) < max(map(len, seqs)) - 30 - 1
+        for s, span in zip(inputs, spans, strict=True):
+            assert span.shape[0] == len(s.tokens) - s.first
+            one = shared_prefix_logprobs(model, [s], 1, torch.float32, lambda _, lp: lp.clone())[0]
+            assert torch.allclose(span, one, atol=1e-5)
+    finally:
+        hook.remove()
+    assert torch.allclose(batched, alone, atol=1e-5)
+
+
 def test_cli_runs_open_llm_on_a_checkpoint(
     mirror: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -242,11 +242,12 @@ def pair_logps(
     padded = pairs + [pairs[-1]] * (per * world - n)
     mine = padded[acc.process_index * per : (acc.process_index + 1) * per]
     out = []
-    for i in tqdm(range(0, per, batch_size), desc=desc, disable=not (progress and acc.is_main_process)):
-        chunk = mine[i : i + batch_size]
-        with autocast(acc.device, dtype):
+    with autocast(acc.device, dtype):  # one context: each weight is cast to ``dtype`` once
+        for i in tqdm(range(0, per, batch_size), desc=desc,
+                      disable=not (progress and acc.is_main_process)):
+            chunk = mine[i : i + batch_size]
             logps, count, _ = pair_forward(model, chunk, pad_id, share_context)
-        if normalize:
-            logps = logps / count
-        out.append(torch.stack(logps.float().split(len(chunk)), dim=1))
+            if normalize:
+                logps = logps / count
+            out.append(torch.stack(logps.float().split(len(chunk)), dim=1))
     return acc.gather(torch.cat(out)).cpu()[:n]
