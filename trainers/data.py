@@ -242,7 +242,7 @@ def pair_logps(
     padded = pairs + [pairs[-1]] * (per * world - n)
     mine = padded[acc.process_index * per : (acc.process_index + 1) * per]
     out = []
-    with autocast(acc.device, dtype):  # one context: each weight is cast to ``dtype`` once
+    with autocast(acc.device, dtype):  # one context for the pass, not one per micro-batch
         for i in tqdm(range(0, per, batch_size), desc=desc,
                       disable=not (progress and acc.is_main_process)):
             chunk = mine[i : i + batch_size]
