@@ -11,9 +11,11 @@ measured alone, at fp32 speed, on any CPU:
 - ``split weights``: activations rounded, each weight as the sum of two bf16 parts (its bf16
   rounding and the bf16 rounding of what that leaves), i.e. two bf16 matmuls per layer.
 
-``--autocast`` adds the real thing (bf16 autocast, as the trainer computes), slow on a CPU without
-bf16 matmul instructions. The policy and reference are a run's checkpoints (iteration t against
-t − 1) and the pairs those of its iteration t, cut as its training cut them::
+``--autocast`` adds the real thing, slow on a CPU without bf16 matmul instructions: the trainer's
+two ways of computing in bf16, autocast (``training.weight_rounding: single``) and
+``weight_rounding: split`` (:mod:`trainers.split_weights`: real bf16 matmuls reading both parts).
+The policy and reference are a run's checkpoints (iteration t against t − 1) and the pairs those
+of its iteration t, cut as its training cut them::
 
     python -m bench.logratio_precision --run runs/ci-smoke          # its last iteration
 """
@@ -99,22 +101,34 @@ def logratios(policy: torch.nn.Module, reference: torch.nn.Module, pairs: list[A
 
 
 def decompose(policy: torch.nn.Module, reference: torch.nn.Module, pairs: list[Any], pad_id: int,
-              batch_size: int, autocast: str | None = None) -> dict[str, Any]:
-    """:func:`departure` of each :data:`ROUNDINGS` variant (and of real ``autocast``, if named)
-    from the fp32 log-ratios."""
+              batch_size: int, autocast: str | None = None,
+              roundings: tuple[str, ...] = tuple(ROUNDINGS)) -> dict[str, Any]:
+    """:func:`departure` from the fp32 log-ratios of each of ``roundings`` (:data:`ROUNDINGS`)
+    and, if ``autocast`` names a dtype, of the trainer's two ways of computing in it: autocast
+    (each weight rounded once) and ``weight_rounding: split`` (:mod:`trainers.split_weights`)."""
+    from harness.models import DTYPES
+    from trainers.split_weights import split_weight_linears
+
     exact = logratios(policy, reference, pairs, pad_id, batch_size)
     if not float(exact.std()) > 0:
         raise ValueError("the fp32 log-ratios do not vary across pairs: is the policy its reference?")
     out: dict[str, Any] = {"sequences": len(exact), "fp32_logratio_std": round(float(exact.std()), 4),
                            "fp32_logratio_mean_abs": round(float(exact.abs().mean()), 4),
                            "tolerance": TOLERANCE_TEXT, "variants": {}}
-    for rounding in ROUNDINGS:
+    for rounding in roundings:
         with rounded_linears([policy, reference], rounding):
             out["variants"][rounding] = departure(exact, logratios(policy, reference, pairs, pad_id,
                                                                    batch_size))
     if autocast:
         out["variants"][f"{autocast} autocast"] = departure(
             exact, logratios(policy, reference, pairs, pad_id, batch_size, autocast))
+        undo = [split_weight_linears(m, DTYPES[autocast]) for m in (policy, reference)]
+        try:
+            out["variants"][f"{autocast} autocast, split weights"] = departure(
+                exact, logratios(policy, reference, pairs, pad_id, batch_size, autocast))
+        finally:
+            for u in undo:
+                u()
     return out
 
 

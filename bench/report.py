@@ -129,7 +129,12 @@ def training_section(t: dict[str, Any], targets: list[list[str]]) -> list[str]:
         f"{dtype} matmul peak ({peak[dtype]} GFLOP/s). Both backends compute the reference's "
         "log-probabilities once, before the loop (2·N per token, once per pair rather than once per "
         "step and epoch), so the reference adds no FLOPs to the loop; section 4 times a trainer that "
-        "forwards it at every step.",
+        "forwards it at every step."
+        + (" `native-split` is the native backend with `training.weight_rounding: split` (each fp32 "
+           "master weight read as two bf16 parts and fp32 logits, `trainers/split_weights.py`): its "
+           "forward matmuls are twice as deep, a step about 4/3 of the matmul work, and its MFU still "
+           "counts 6·N."
+           if "native-split" in rows else ""),
         "",
         *_table(["backend", "steps", "tokens", "loop time", "tokens/s", "MFU", "peak memory", "final loss"], [
             [b, r["steps"], r["tokens"], f"{r['loop_seconds']} s", f"**{r['tokens_per_second']}**",
@@ -148,14 +153,23 @@ def training_section(t: dict[str, Any], targets: list[list[str]]) -> list[str]:
                   f"measuring: {a['tolerance']}.", ""]
         if a.get("variants"):
             lines += ["Each rounding of a bf16 matmul's operands alone (fp32 arithmetic on operands rounded "
-                      "as named, `bench/logratio_precision.py`):", "", *_rounding_table(a), ""]
+                      "as named, `bench/logratio_precision.py`), and the trainer's two arithmetics on the "
+                      "same weights:", "", *_rounding_table(a), ""]
         targets.append([f"{dtype} log-ratios agree with fp32 ({a['tolerance']})",
                         f"largest difference {a['max_abs_difference']} (std {a['fp32_logratio_std']})",
                         _verdict(a["passed"])])
-    native = rows.get("native")
-    if native:
-        targets.append([f"training ≥ 40 % MFU ({dtype} peak), native", _pct(native["mfu"]),
-                        _verdict(native["mfu"] >= 0.4)])
+    sp = rows.get("native-split", {}).get("logratio_agreement")
+    if sp:
+        lines += [f"The same check on `native-split`'s policy, computed as it trains (split weights): at "
+                  f"most {sp['max_abs_difference']} nats (mean {sp['mean_abs_difference']}) against an "
+                  f"fp32 spread of {sp['fp32_logratio_std']}; correlation {sp['correlation']}.", ""]
+        targets.append([f"{dtype} log-ratios agree with fp32, `weight_rounding: split`",
+                        f"largest difference {sp['max_abs_difference']} (std {sp['fp32_logratio_std']})",
+                        _verdict(sp["passed"])])
+    for name in ("native", "native-split"):
+        if name in rows:
+            targets.append([f"training ≥ 40 % MFU ({dtype} peak), {name}", _pct(rows[name]["mfu"]),
+                            _verdict(rows[name]["mfu"] >= 0.4)])
     return lines
 
 
@@ -164,6 +178,9 @@ ROUNDING_MEANING = {
     "activations": "activations rounded to bf16, weights kept",
     "both": "both rounded: what a bf16 matmul reads",
     "split weights": "activations rounded, each weight the sum of two bf16 parts: two matmuls",
+    "bfloat16 autocast": "the trainer's default, `weight_rounding: single`",
+    "bfloat16 autocast, split weights": "the trainer's `weight_rounding: split`: real bf16 matmuls, "
+                                        "fp32 logits",
 }
 
 

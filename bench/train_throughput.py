@@ -6,9 +6,11 @@ tokens forwarded through the policy in the optimizer loop, padding excluded (the
 forwards a pair's prompt once for both responses; the reference pass, loading and saving are
 excluded). Peak memory is the process's maximum
 resident set (CPU) or ``torch.cuda.max_memory_allocated`` (GPU). Model-FLOPs utilisation is
-6·N·tokens/s over the measured matmul peak of the training dtype (``bench.hardware``).
+6·N·tokens/s over the measured matmul peak of the training dtype (``bench.hardware``). The
+``native-split`` row is the native backend with ``training.weight_rounding: split``: its forward
+matmuls are twice as deep (a step ~4/3 of the matmul work), and its MFU still counts 6·N.
 
-    python -m bench.train_throughput                       # both backends, bf16, 2 epochs
+    python -m bench.train_throughput                       # every row, bf16, 2 epochs
     python -m bench.train_throughput --dtype float32 --out bench/results/train_fp32.json
 """
 
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 
 from bench.hardware import matmul_gflops
-from bench.logratio_precision import decompose
+from bench.logratio_precision import ROUNDINGS, decompose
 from harness.artifacts import write_json, write_jsonl
 from harness.config import TrainingConfig, load_config
 from harness.models import load_model, load_tokenizer, resolve_source
@@ -56,19 +58,30 @@ def preference_pool(path: Path, pairs: int, response_tokens: int) -> None:
 
 def logratio_agreement(policy: str, reference: str, prefs: Path, cfg: TrainingConfig) -> dict[str, Any]:
     """Each pair's chosen and rejected log-ratio of the trained policy against the reference,
-    computed under ``cfg.dtype`` autocast and in fp32 with the same weights, how far apart, and
-    how far each rounding of a bf16 matmul's operands alone takes them (:mod:`bench.logratio_precision`)."""
+    computed as the trainer computed them (``cfg.dtype``, ``cfg.weight_rounding``) and in fp32
+    with the same weights, how far apart, and (weight_rounding single) how far each rounding of a
+    bf16 matmul's operands alone takes them (:mod:`bench.logratio_precision`)."""
     from trainers.data import load_pairs
 
     tok = load_tokenizer(reference)
     pairs = load_pairs(prefs, tok, cfg.max_length, cfg.max_prompt_length)
+    split = cfg.weight_rounding == "split"
     found = decompose(load_model(policy, "float32"), load_model(reference, "float32"), pairs,
-                      tok.pad_token_id, cfg.per_device_batch_size, cfg.dtype)
-    return {**found, **found["variants"][f"{cfg.dtype} autocast"]}
+                      tok.pad_token_id, cfg.per_device_batch_size, cfg.dtype,
+                      roundings=() if split else tuple(ROUNDINGS))
+    own = f"{cfg.dtype} autocast" + (", split weights" if split else "")
+    return {**found, **found["variants"][own], "arithmetic": own}
 
 
-def one(backend: str, prefs: Path, cfg: TrainingConfig, device: str) -> dict[str, Any]:
+# a row of the table: (trainer backend, training.weight_rounding)
+ROWS = {"native": ("native", "single"), "native-split": ("native", "split"), "trl": ("trl", "single")}
+
+
+def one(row: str, prefs: Path, cfg: TrainingConfig, device: str) -> dict[str, Any]:
     from trainers import TrainRequest, get_trainer
+
+    backend, rounding = ROWS[row]
+    cfg = cfg.model_copy(update={"weight_rounding": rounding})
 
     params = sum(p.numel() for p in load_model(resolve_source(EMBEDDED)).parameters())  # freed
     agreement = None
@@ -89,7 +102,7 @@ def one(backend: str, prefs: Path, cfg: TrainingConfig, device: str) -> dict[str
             agreement = logratio_agreement(str(out), path, prefs, cfg)  # after the peak is read
     # Model-FLOPs utilisation: 6·N per token (forward + backward) over the dtype's measured peak.
     achieved = 6 * params * r.tokens / r.seconds / 1e9
-    return {"backend": backend, "steps": r.steps, "tokens": r.tokens,
+    return {"backend": row, "weight_rounding": rounding, "steps": r.steps, "tokens": r.tokens,
             "loop_seconds": round(r.seconds, 2), "tokens_per_second": round(r.tokens / r.seconds, 1),
             "model_gflops_per_second": round(achieved, 1),
             "peak_memory_gib": round(peak, 2), "peak_memory_kind": kind,
@@ -144,7 +157,8 @@ def smoke_training(micro_batch: int | None, epochs: float | None, dtype: str) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backends", nargs="+", default=["native", "trl"])
+    ap.add_argument("--backends", nargs="+", default=list(ROWS), choices=list(ROWS),
+                    help="rows: a trainer backend (native-split: native with weight_rounding: split)")
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--response-tokens", type=int, default=64)
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
@@ -178,8 +192,9 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
         native = next((r for r in rows if r["backend"] == "native"), {})
         agreement = native.get("logratio_agreement")
-        if agreement:
-            print(json.dumps({"logratio_agreement": agreement}), flush=True)
+        for r in rows:
+            if r.get("logratio_agreement"):
+                print(json.dumps({r["backend"]: r["logratio_agreement"]}), flush=True)
     write_json(args.out, {
         "benchmark": "train_throughput", "model": EMBEDDED, "pairs": args.pairs,
         "response_tokens": args.response_tokens, "config": cfg.model_dump(mode="json"),

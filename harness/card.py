@@ -58,6 +58,13 @@ def _estimator(cfg: dict[str, Any]) -> str:
     return f"win probabilities from {how}; ties `{prefs['ties']}`"
 
 
+def _split_note(training: dict[str, Any]) -> str:
+    """What ``training.weight_rounding: split`` changed, where the run used it."""
+    if training.get("weight_rounding") != "split" or training["dtype"] == "float32":
+        return ""
+    return " (each fp32 master weight read as two parts, fp32 logits: `weight_rounding: split`)"
+
+
 def write_card(run: Path, t: int) -> Path:
     """Write README.md (card) and models_configs/<name>/ into iteration t's checkpoint."""
     from harness.benchmarks.alpaca_eval import write_model_config
@@ -96,7 +103,7 @@ Iteration {t} of Self-Play Preference Optimization ([SPPO](https://arxiv.org/abs
   {tr['lr_scheduler']} schedule, warm-up {tr['warmup_ratio']}; global batch {tr['global_batch_size']};
   max length {tr['max_length']} / prompt {tr['max_prompt_length']}, token layout
   `{tr.get('layout', 'clean')}`; clipping {tr.get('max_grad_norm') or 'none'}; {tr['epochs']} epoch(s),
-  last batch `{tr.get('last_batch', 'wrap')}`; {tr['dtype']}; trainer `{cfg['trainer']}`;
+  last batch `{tr.get('last_batch', 'wrap')}`; {tr['dtype']}{_split_note(tr)}; trainer `{cfg['trainer']}`;
   profile `{cfg.get('profile')}`.
 
 ## Results (this run; see the notes for each column's protocol)

@@ -155,6 +155,16 @@ class TrainingConfig(_Strict):
     max_grad_norm: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     dtype: Dtype = Field("bfloat16", description=DTYPE_HELP)
+    weight_rounding: Literal["single", "split"] = choice(
+        "single", "how a bf16/fp16 matmul reads the fp32 master weights (native trainer; float32 "
+        "reads them exactly either way)",
+        single="each rounded to one bf16/fp16 value, as autocast and the official recipe's bf16 do "
+        "(log-ratios up to about 0.3 of their fp32 spread away from fp32 after training; "
+        "bench/REPORT.md)",
+        split="each as the sum of two bf16/fp16 parts, summed in the matmul's fp32 accumulator, "
+        "and fp32 logits (log-ratios 0.08-0.09 of that spread from fp32; forward matmuls twice as "
+        "deep, a step ~4/3 of single's matmul work, 4 more bytes per parameter; "
+        "trainers/split_weights.py)")
     gradient_checkpointing: bool = False
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = choice(
         "auto", "the policy's and reference's attention while training",

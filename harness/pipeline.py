@@ -69,7 +69,7 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 # Settings added after runs were made, at the values such runs used (what they did before).
 _ADDED_SETTINGS = {"preferences": {"probabilities": "scores", "ties": "distinct"},
-                   "training": {"layout": "clean", "last_batch": "wrap"}}
+                   "training": {"layout": "clean", "last_batch": "wrap", "weight_rounding": "single"}}
 
 
 def _stored_config(config: dict[str, Any]) -> dict[str, Any]:

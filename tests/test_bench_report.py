@@ -60,3 +60,22 @@ def test_precision_section_shows_each_rounding_with_its_verdict(tmp_path: Path) 
             or line.startswith("| activations")]
     assert rows[0].endswith("| 7.1 nats | 1.8 nats | 0.262 | 0.996 | no |")
     assert rows[1].endswith("| 0.5 nats | 0.13 nats | 0.018 | 0.9999 | yes |")
+
+
+def test_the_split_row_has_its_own_agreement_and_mfu_verdicts(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    train = json.loads((results / "train_throughput.json").read_text())
+    native = next(r for r in train["results"] if r["backend"] == "native")
+    agreement = {"sequences": 128, "fp32_logratio_std": 10.0, "fp32_logratio_mean_abs": 20.0,
+                 "max_abs_difference": 0.95, "mean_abs_difference": 0.2, "correlation": 0.9997,
+                 "passed": True, "tolerance": "every pair's difference ≤ 0.1 × the fp32 std"}
+    train["results"].append({**native, "backend": "native-split", "weight_rounding": "split", "mfu": 0.33,
+                             "logratio_agreement": agreement})
+    (results / "train_throughput.json").write_text(json.dumps(train))
+    text = write_report(results, tmp_path / "REPORT.md", tmp_path / "no-analysis.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["bfloat16 log-ratios agree with fp32, `weight_rounding: split`"].endswith(
+        "| largest difference 0.95 (std 10.0) | met |")
+    assert rows["training ≥ 40 % MFU (bfloat16 peak), native-split"].endswith("| 33 % | **missed** |")
+    assert rows["native-split"].count("|") == 9  # its own row of the backends' table

@@ -22,18 +22,20 @@ def _pairs(vocab: int, n: int = 6) -> list[PairExample]:
     return [PairExample(str(i), ids(12), ids(20), ids(16), 0.7, 0.6, 0.4) for i in range(n)]
 
 
-def _models(tiny_model_dir: Path, bf16_exact: bool) -> tuple[torch.nn.Module, torch.nn.Module]:
+def _models(tiny_model_dir: Path, bf16_exact: bool, scale: float = 8.0,
+            move: float = 1e-3) -> tuple[torch.nn.Module, torch.nn.Module]:
     """A reference and a policy moved from it by about a bf16 rounding step per weight (as a few
-    RMSprop steps at the smoke profile's learning rate move it)."""
+    RMSprop steps at the smoke profile's learning rate move it); ``scale`` 8 makes logits large
+    enough that the activations' rounding shows too."""
     reference = load_model(str(tiny_model_dir), "float32")
     policy = load_model(str(tiny_model_dir), "float32")
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for model in (reference, policy):
             for p in model.parameters():
-                p.mul_(8.0)  # logits large enough that rounding shows
+                p.mul_(scale)
         for p in policy.parameters():
-            p.add_(1e-3 * torch.randn(p.shape, generator=g))
+            p.add_(move * torch.randn(p.shape, generator=g))
         if bf16_exact:
             for model in (reference, policy):
                 for p in model.parameters():
@@ -79,3 +81,16 @@ def test_a_policy_that_is_its_reference_is_refused(tiny_model_dir: Path) -> None
     _, reference = _models(tiny_model_dir, bf16_exact=False)
     with pytest.raises(ValueError, match="is the policy its reference"):
         decompose(reference, reference, _pairs(reference.config.vocab_size), 0, 4)
+
+
+def test_the_trainers_split_weights_close_most_of_what_autocast_departs(tiny_model_dir: Path) -> None:
+    # weights at their initial scale, the policy a quarter of a bf16 step from its reference: the
+    # weights' rounding, not the activations', decides autocast's departure
+    policy, reference = _models(tiny_model_dir, bf16_exact=False, scale=1.0, move=3e-5)
+    pairs = _pairs(policy.config.vocab_size)
+    fp32 = logratios(policy, reference, pairs, 0, 4)
+    found = decompose(policy, reference, pairs, 0, 4, "bfloat16", roundings=("weights",))["variants"]
+    gap = {name: v["max_abs_difference"] for name, v in found.items()}
+    assert gap["bfloat16 autocast"] >= gap["weights"]  # at least as far as rounding the weights alone
+    assert gap["bfloat16 autocast, split weights"] < 0.3 * gap["bfloat16 autocast"]
+    assert torch.equal(logratios(policy, reference, pairs, 0, 4), fp32)  # forwards given back

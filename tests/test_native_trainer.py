@@ -101,3 +101,32 @@ def test_a_short_last_step_takes_the_mean_over_its_own_examples(tmp_path: Path,
                        + (eta * (data[i]["chosen_probs_lose"] - 0.5)) ** 2) for i in b) / len(b)
             for b in batches]
     assert result.losses == pytest.approx(want, rel=1e-4)
+
+
+def test_split_weights_are_what_the_trainer_computes_with(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """With ``weight_rounding: split`` the reference and after-training passes (and so the loop,
+    which shares their forward) read the weights as two bf16 parts: the trainer's reported
+    log-ratios are those of the saved checkpoint recomputed that way, not autocast's."""
+    from accelerate import Accelerator
+
+    from harness.models import load_model, load_tokenizer
+    from trainers.data import load_pairs, pair_logps
+    from trainers.split_weights import split_weight_linears
+
+    result, out, _ = _train(tmp_path, tiny_model_dir, "split", dtype="bfloat16", weight_rounding="split",
+                            learning_rate=1e-5)
+    tok = load_tokenizer(str(tiny_model_dir))
+    pairs = load_pairs(tmp_path / "preferences.jsonl", tok, 128, 64)
+    policy, reference = (load_model(str(path), "float32", attn_implementation="auto")  # the trainer's
+                         for path in (out, tiny_model_dir))
+
+    def chosen() -> float:
+        lp = [pair_logps(m, pairs, 3, tok.pad_token_id, Accelerator(cpu=True), "bfloat16", False, "", False)
+              for m in (policy, reference)]
+        return float((lp[0] - lp[1])[:, 0].mean())
+
+    single = chosen()
+    for m in (policy, reference):
+        split_weight_linears(m, torch.bfloat16)
+    assert result.logratios_after["chosen"] == chosen()
+    assert abs(single - chosen()) > 1e-4  # the check can tell the two arithmetics apart

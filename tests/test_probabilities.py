@@ -175,7 +175,8 @@ def test_a_run_made_before_later_settings_existed_resumes_under_what_it_did() ->
 
     now = load_config("smollm2-135m", "smoke").model_dump(mode="json")
     old = {k: v for k, v in now.items() if k != "preferences"}  # run.json before these settings
-    old["training"] = {k: v for k, v in now["training"].items() if k not in ("layout", "last_batch")}
+    old["training"] = {k: v for k, v in now["training"].items()
+                       if k not in ("layout", "last_batch", "weight_rounding")}
     assert _config_diff(_stored_config(old), now) == []
     pairwise = {**now, "preferences": {"probabilities": "pairwise", "ties": "distinct"}}
     changed = "preferences.probabilities: 'scores' -> 'pairwise'"
@@ -184,3 +185,5 @@ def test_a_run_made_before_later_settings_existed_resumes_under_what_it_did() ->
                                                                            "'pairwise' -> 'scores'")]
     official = {**now, "training": {**now["training"], "layout": "official"}}
     assert _config_diff(_stored_config(old), official) == ["training.layout: 'clean' -> 'official'"]
+    split = {**now, "training": {**now["training"], "weight_rounding": "split"}}
+    assert _config_diff(_stored_config(old), split) == ["training.weight_rounding: 'single' -> 'split'"]

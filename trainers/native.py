@@ -12,6 +12,10 @@ With ``training.save_steps`` the model, optimizer, scheduler and RNG states are 
 (accelerate's ``save_state``, into ``request.state_dir``, swapped in whole). A restarted iteration
 loads the last state and continues at the next step: the schedule fixes each step's examples, so
 no example is skipped or repeated and the losses continue as if never interrupted.
+
+With ``training.weight_rounding: split`` every forward of the policy and reference (the loop's, the
+reference pass's, the after-training pass's) reads each fp32 master weight as two bf16/fp16 parts
+(:mod:`trainers.split_weights`) instead of autocast's one.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from harness.faults import crash_point
-from harness.models import load_model
+from harness.models import DTYPES, load_model
 from trainers.base import NonFiniteLossError, TrainRequest, TrainResult, register
 from trainers.data import accelerator, autocast, pair_forward, pair_logps, prepare, strategy
 from trainers.losses import LENGTH_NORMALIZED, LOSSES, PreferenceBatch
+from trainers.split_weights import split_weight_linears
 
 
 def _optimizer(params: list[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
@@ -79,6 +84,9 @@ class NativeTrainer:
             ds["gradient_clipping"] = cfg.max_grad_norm or 0.0
         opt = _optimizer([p for p in model.parameters() if p.requires_grad], cfg)
         model, opt = acc.prepare(model, opt)
+        split = cfg.weight_rounding == "split" and cfg.dtype != "float32"
+        if split:
+            split_weight_linears(model, DTYPES[cfg.dtype])
         if request.reference_path == request.model_path:
             ref = pair_logps(model, pairs, micro, pad, acc, cfg.dtype, normalize, "reference", show,
                              share)
@@ -87,6 +95,8 @@ class NativeTrainer:
                 request.reference_path, "float32", acc.device, request.trust_remote_code,
                 cfg.attn_implementation),
                 evaluation_mode=True)
+            if split:
+                split_weight_linears(ref_model, DTYPES[cfg.dtype])
             ref = pair_logps(ref_model, pairs, micro, pad, acc, cfg.dtype, normalize, "reference",
                              show, share)
             del ref_model  # freed before policy training

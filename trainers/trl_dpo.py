@@ -219,6 +219,10 @@ class TRLTrainer:
             raise ConfigError("training.last_batch: partial needs the native trainer (TRL's steps "
                               "all take a full global batch here); use last_batch: wrap or "
                               "--trainer native")
+        if cfg.weight_rounding == "split" and cfg.dtype != "float32":
+            raise ConfigError("training.weight_rounding: split needs the native trainer (TRL "
+                              "computes through autocast's single rounding); use "
+                              "weight_rounding: single or --trainer native")
 
     def train(self, request: TrainRequest) -> TrainResult:
         pairs_dir = request.output_dir.parent / ".trl_pairs"
