@@ -271,9 +271,10 @@ def continuation_logprobs(model: torch.nn.Module, prompt: list[int],
     """Summed log p(continuation | prompt) of each continuation (a constrained judge's choice).
 
     The prompt runs once, keeping logits at its last position only; the continuations of each
-    length then run as one batch on copies of its KV cache. Rows of one length get the same bits
-    in a batch as alone in bf16 (tests/test_constrained_verdicts.py); a row padded to a longer one
-    does not (its attention is blocked differently), so rows are grouped by length, not padded."""
+    length then run as one batch on copies of its KV cache. Rows of one length got the same bits
+    in a batch as alone in bf16 on AVX512-BF16 (AMX kernels round differently for different row
+    counts, within bf16's own error: tests/test_constrained_verdicts.py); a row padded to a longer
+    one did not (its attention is blocked differently), so rows are grouped by length, not padded."""
     if any(not c for c in continuations):
         raise ValueError("every continuation needs at least one token")
     device = next(model.parameters()).device

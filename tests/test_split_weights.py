@@ -121,10 +121,18 @@ def test_the_lm_head_gives_fp32_logits_and_the_trunk_bf16(tiny_model_dir) -> Non
     seen = {}
     proj = model.model.layers[0].mlp.down_proj
     proj.register_forward_hook(lambda m, i, o: seen.update(down_proj=o.dtype))
+    head = model.get_output_embeddings()
+    hidden = torch.randn(2, 3, head.in_features)
+    dy = torch.randn(2, 3, head.out_features).to(torch.bfloat16)
+    _, dx_single, dw_single = _forward_backward(head, hidden, dy)
     split_weight_linears(model, torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(input_ids=ids).logits
     assert logits.dtype == torch.float32 and seen["down_proj"] == torch.bfloat16
+    # the head's backward reads the high part alone, so only that is held; it is autocast's
+    assert torch.equal(head.__dict__["_split_parts"][1], head.weight.to(torch.bfloat16))
+    _, dx_split, dw_split = _forward_backward(head, hidden, dy)
+    assert torch.equal(dx_split, dx_single) and torch.equal(dw_split, dw_single)
 
 
 def test_the_model_card_says_so_only_where_weights_were_split() -> None:

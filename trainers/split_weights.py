@@ -14,7 +14,8 @@ reads ``high`` only: ``dx = dy @ high`` and ``dW = dyᵀ x``, as autocast's back
 costs about four matmuls' work where autocast's costs three.
 
 The parts are made once per weight value (again after each optimizer step changes it in place)
-and kept with the layer: 4 bytes per parameter beside the fp32 weights.
+and kept with the layer: 4 bytes per parameter beside the fp32 weights (2 for the LM head, whose
+forward does not read them).
 """
 
 from __future__ import annotations
@@ -48,20 +49,21 @@ class _SplitLinear(torch.autograd.Function):
         return dx, dw.float(), None, None
 
 
-def _parts(layer: torch.nn.Linear, dtype: torch.dtype) -> torch.Tensor:
-    """``[high, low]`` of the layer's weight ([out, 2·in]), remade when the weight has changed."""
+def _parts(layer: torch.nn.Linear, dtype: torch.dtype, low: bool) -> torch.Tensor:
+    """``[high, low]`` of the layer's weight ([out, 2·in]), or ``high`` alone where only the
+    backward reads it (the LM head), remade when the weight has changed."""
     w = layer.weight
     if w.dtype != torch.float32:
         raise ConfigError(
             f"training.weight_rounding: split needs fp32 weights in the forward, and a linear layer "
             f"holds {w.dtype} ones (DeepSpeed's and FSDP's bf16 keep the parameters in bf16): "
             "use weight_rounding: single there")
-    key = (w._version, w.data_ptr(), dtype)
+    key = (w._version, w.data_ptr(), dtype, low)
     held = layer.__dict__.get("_split_parts")
     if held is None or held[0] != key:
         with torch.no_grad():
             high = w.to(dtype)
-            held = (key, torch.cat([high, (w - high.float()).to(dtype)], 1))
+            held = (key, torch.cat([high, (w - high.float()).to(dtype)], 1) if low else high)
         layer.__dict__["_split_parts"] = held
     return held[1]
 
@@ -76,7 +78,7 @@ def split_weight_linears(model: torch.nn.Module, dtype: torch.dtype) -> Callable
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.bias is None]
     for layer in layers:
         layer.forward = (lambda x, layer=layer, exact=layer is head:
-                         _SplitLinear.apply(x, layer.weight, _parts(layer, dtype), exact))
+                         _SplitLinear.apply(x, layer.weight, _parts(layer, dtype, not exact), exact))
 
     def undo() -> None:
         for layer in layers:
